@@ -1,0 +1,402 @@
+// linear_scan (ops.md section 1) and linear_scan_backward (section 2) on CUDA: kernels, and the
+// host half of the scan_kernels.h API for them.
+//
+// Both are first-order recurrences h -> a * h + u, scanned as pairs (A, B) composed
+// (A1, B1) then (A2, B2) = (A1 * A2, A2 * B1 + B2). The backward pass runs against the forward's
+// processing order with the pair (a[k], a[k] * g[k]): its state entering step k is
+// u[k+1] = a[k+1] * dh[k+1], so dh[k] = g[k] + u[k+1] and dh0 = u[0].
+#include <cuda_runtime.h>
+
+#include <cstring>
+
+#include "cuda/row_scan_plan.h"
+#include "cuda/scan_device.cuh"
+#include "cuda/scan_kernels.h"
+
+namespace scanserve::cuda {
+namespace {
+
+using device::kIpt;
+using device::kThreads;
+using device::kWarps;
+using device::LookbackTemp;
+using device::Maybe;
+using device::Pair;
+using device::RowView;
+using device::ScanShared;
+using device::StageElems;
+using device::Unit;
+using plan::GroupDesc;
+
+struct LinearOp {
+  __device__ static Pair Combine(Pair l, Pair r) { return {l.a * r.a, fmaf(r.a, l.b, r.b)}; }
+};
+
+struct LinearFlags {
+  int ngroups;
+  bool ticket;
+  bool has_b;
+  bool has_c;
+  bool has_h0;
+  bool reverse;
+  bool final_state;
+};
+
+// Descriptor slots. Forward: in = {a, x, b, c}, out = {y, states}, row_out = final state.
+// Backward: in = {a, x, dy, b, c, states}, out = {da, dx, db, dc}, row_out = dh0.
+template <typename T, bool kAligned>
+__global__ void __launch_bounds__(kThreads, kAligned ? device::Tuning::kMinBlocksPerSm
+                                                     : device::Tuning::kMinBlocksPerSmBackward)
+    LinearScanKernel(const GroupDesc* __restrict__ groups, LinearFlags f, LookbackTemp lb) {
+  __shared__ ScanShared<Pair> sh;
+  __shared__ float stage_all[kWarps][StageElems<float>()];
+  device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
+  const GroupDesc& g = sh.desc;
+  const Unit u = device::MakeUnit(g, sh.vblock);
+  const RowView view{g.length, g.step_stride, f.reverse};
+  float* stage = stage_all[threadIdx.x >> 5];
+  const int count = u.span.count;
+
+  float av[kIpt];
+  float hv[kIpt];
+  device::LoadItems<kAligned>(static_cast<const T*>(g.in[0]) + u.offset, view, u.span, stage, av);
+  device::LoadItems<kAligned>(static_cast<const T*>(g.in[1]) + u.offset, view, u.span, stage, hv);
+  if (f.has_b) {
+    float bv[kIpt];
+    device::LoadItems<kAligned>(static_cast<const T*>(g.in[2]) + u.offset, view, u.span, stage, bv);
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) hv[i] *= bv[i];
+  }
+
+  Pair mine{av[0], hv[0]};
+#pragma unroll
+  for (int i = 1; i < kIpt; ++i) {
+    if (i < count) mine = {mine.a * av[i], fmaf(av[i], mine.b, hv[i])};
+  }
+  const Maybe<Pair> prefix = device::ThreadPrefix<LinearOp>(mine, count > 0, u, sh, lb);
+
+  const float h0 = f.has_h0 && u.valid ? g.h0[u.row] : 0.0f;
+  float h = h0;
+  if (prefix.has) h = f.has_h0 ? fmaf(prefix.v.a, h0, prefix.v.b) : prefix.v.b;
+#pragma unroll
+  for (int i = 0; i < kIpt; ++i) {
+    if (i < count) {
+      h = fmaf(av[i], h, hv[i]);
+      hv[i] = h;
+    }
+  }
+  if (g.out[1] != nullptr) {
+    device::StoreItems<kAligned>(static_cast<float*>(g.out[1]) + u.offset, view, u.span, stage, hv);
+  }
+  if (g.out[0] != nullptr) {
+    if (f.has_c) {
+      float cv[kIpt];
+      device::LoadItems<kAligned>(static_cast<const T*>(g.in[3]) + u.offset, view, u.span, stage,
+                                  cv);
+#pragma unroll
+      for (int i = 0; i < kIpt; ++i) hv[i] *= cv[i];
+    }
+    device::StoreItems<kAligned>(static_cast<T*>(g.out[0]) + u.offset, view, u.span, stage, hv);
+  }
+  if (f.final_state && count > 0 && u.span.s + count == g.length) g.row_out[u.row] = h;
+}
+
+template <typename T, bool kAligned>
+__global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackward)
+    LinearScanBackwardKernel(const GroupDesc* __restrict__ groups, LinearFlags f, LookbackTemp lb) {
+  __shared__ ScanShared<Pair> sh;
+  __shared__ float stage_all[kWarps][StageElems<float>()];
+  device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
+  const GroupDesc& g = sh.desc;
+  const Unit u = device::MakeUnit(g, sh.vblock);
+  // Logical step k here is the forward's processing step L-1-k: the scan runs against it.
+  const RowView view{g.length, g.step_stride, !f.reverse};
+  float* stage = stage_all[threadIdx.x >> 5];
+  const int count = u.span.count;
+
+  float av[kIpt];
+  float dh[kIpt];  // g = dy * c until the recurrence turns it into dh
+  device::LoadItems<kAligned>(static_cast<const T*>(g.in[0]) + u.offset, view, u.span, stage, av);
+  device::LoadItems<kAligned>(static_cast<const T*>(g.in[2]) + u.offset, view, u.span, stage, dh);
+  if (f.has_c) {
+    float cv[kIpt];
+    device::LoadItems<kAligned>(static_cast<const T*>(g.in[4]) + u.offset, view, u.span, stage, cv);
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) dh[i] *= cv[i];
+  }
+
+  Pair mine{av[0], av[0] * dh[0]};
+#pragma unroll
+  for (int i = 1; i < kIpt; ++i) {
+    if (i < count) mine = {mine.a * av[i], fmaf(av[i], mine.b, av[i] * dh[i])};
+  }
+  const Maybe<Pair> prefix = device::ThreadPrefix<LinearOp>(mine, count > 0, u, sh, lb);
+
+  float carry = prefix.has ? prefix.v.b : 0.0f;
+#pragma unroll
+  for (int i = 0; i < kIpt; ++i) {
+    if (i < count) {
+      dh[i] += carry;
+      carry = av[i] * dh[i];
+    }
+  }
+  if (f.has_h0 && count > 0 && u.span.s + count == g.length) g.row_out[u.row] = carry;
+
+  // States h at these steps, and at the step after the thread's last (forward's previous step).
+  const float* states = static_cast<const float*>(g.in[5]) + u.offset;
+  float hv[kIpt];
+  device::LoadItems<kAligned>(states, view, u.span, stage, hv);
+  float h_after = 0.0f;
+  if (count > 0) {
+    const int64_t next = u.span.s + count;
+    if (next < g.length) {
+      h_after = __ldg(states + view.Phys(next));
+    } else if (f.has_h0) {
+      h_after = g.h0[u.row];
+    }
+  }
+  float out[kIpt];
+#pragma unroll
+  for (int i = 0; i < kIpt; ++i) {
+    const float h_prev = (i + 1 < kIpt && i + 1 < count) ? hv[i + 1 < kIpt ? i + 1 : i] : h_after;
+    out[i] = dh[i] * h_prev;
+  }
+  device::StoreItems<kAligned>(static_cast<T*>(g.out[0]) + u.offset, view, u.span, stage, out);
+
+  if (f.has_b) {
+    device::LoadItems<kAligned>(static_cast<const T*>(g.in[3]) + u.offset, view, u.span, stage,
+                                out);
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) out[i] *= dh[i];
+    device::StoreItems<kAligned>(static_cast<T*>(g.out[1]) + u.offset, view, u.span, stage, out);
+    device::LoadItems<kAligned>(static_cast<const T*>(g.in[1]) + u.offset, view, u.span, stage,
+                                out);
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) out[i] *= dh[i];
+    device::StoreItems<kAligned>(static_cast<T*>(g.out[2]) + u.offset, view, u.span, stage, out);
+  } else {
+    device::StoreItems<kAligned>(static_cast<T*>(g.out[1]) + u.offset, view, u.span, stage, dh);
+  }
+  if (f.has_c) {
+    device::LoadItems<kAligned>(static_cast<const T*>(g.in[2]) + u.offset, view, u.span, stage,
+                                out);
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) out[i] *= hv[i];
+    device::StoreItems<kAligned>(static_cast<T*>(g.out[3]) + u.offset, view, u.span, stage, out);
+  }
+}
+
+template <typename T>
+cudaError_t Enqueue(bool backward, bool aligned, int64_t blocks, cudaStream_t stream,
+                    const GroupDesc* d, const LinearFlags& f, const LookbackTemp& lb) {
+  const dim3 grid(static_cast<unsigned>(blocks));
+  if (backward) {
+    if (aligned) {
+      LinearScanBackwardKernel<T, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
+    } else {
+      LinearScanBackwardKernel<T, false><<<grid, kThreads, 0, stream>>>(d, f, lb);
+    }
+  } else {
+    if (aligned) {
+      LinearScanKernel<T, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
+    } else {
+      LinearScanKernel<T, false><<<grid, kThreads, 0, stream>>>(d, f, lb);
+    }
+  }
+  return cudaGetLastError();
+}
+
+// Enqueues both parts of a split plan: look-back reset, then the kernel variant of each part.
+cudaError_t EnqueueSplit(DType dtype, bool backward, const plan::SplitPlan& p, cudaStream_t stream,
+                         const GroupDesc* d, void* temp, LinearFlags f) {
+  int64_t first = 0;
+  for (int k = 0; k < 2; ++k) {
+    const plan::BatchPlan& part = p.part[k];
+    if (part.blocks == 0) continue;
+    if (part.blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+    LookbackTemp lb;
+    cudaError_t err = device::PrepareLookback(static_cast<char*>(temp) + p.temp_offset[k],
+                                              part.slots, stream, &lb);
+    if (err != cudaSuccess) return err;
+    f.ngroups = static_cast<int>(part.groups);
+    f.ticket = part.slots > 0;
+    const bool aligned = k == 0;
+    switch (dtype) {
+      case DType::kFloat32:
+        err = Enqueue<float>(backward, aligned, part.blocks, stream, d + first, f, lb);
+        break;
+      case DType::kFloat16:
+        err = Enqueue<__half>(backward, aligned, part.blocks, stream, d + first, f, lb);
+        break;
+      case DType::kBFloat16:
+        err = Enqueue<__nv_bfloat16>(backward, aligned, part.blocks, stream, d + first, f, lb);
+        break;
+      case DType::kInt32:
+      case DType::kInt64:
+        return cudaErrorInvalidValue;
+    }
+    if (err != cudaSuccess) return err;
+    first += part.groups;
+  }
+  return cudaSuccess;
+}
+
+// Elements a tensor laid out by `g` spans (its last row's last step, plus one).
+int64_t SpanElements(const RowGeometry& g) {
+  if (g.rows <= 0 || g.length <= 0) return 0;
+  const int64_t last_b = (g.rows - 1) / g.dim;
+  const int64_t last_d = g.rows >= g.dim ? g.dim - 1 : g.rows - 1;
+  return last_b * g.batch_stride + last_d * g.row_stride + (g.length - 1) * g.step_stride + 1;
+}
+
+void FillForward(GroupDesc& d, const LinearScanRows& r) {
+  d.in[0] = r.a;
+  d.in[1] = r.x;
+  d.in[2] = r.b;
+  d.in[3] = r.c;
+  d.h0 = r.h0;
+  d.out[0] = r.y;
+  d.row_out = r.final_state;
+}
+
+plan::SplitPlan PlanForward(const LinearScanOptions& o, std::span<const LinearScanRows> rows,
+                            GroupDesc* out) {
+  const size_t e = DTypeSize(o.dtype);
+  return plan::PlanSplit(rows, out, FillForward, [&](const LinearScanRows& r) {
+    return plan::Aligned(r.geometry, o.reverse, {{r.a, e}, {r.x, e}, {r.b, e}, {r.c, e}, {r.y, e}});
+  });
+}
+
+// Recomputed states of the backward pass: one 256-byte aligned float32 region per group, at the
+// start of temp; the look-back storage follows.
+size_t StatesBytes(const LinearScanBackwardOptions& o,
+                   std::span<const LinearScanBackwardRows> rows) {
+  if (o.has_states) return 0;
+  size_t bytes = 0;
+  for (const LinearScanBackwardRows& r : rows) {
+    bytes += plan::AlignUp(static_cast<size_t>(SpanElements(r.geometry)) * sizeof(float), 256);
+  }
+  return bytes;
+}
+
+void FillBackward(GroupDesc& d, const LinearScanBackwardRows& r) {
+  d.in[0] = r.a;
+  d.in[1] = r.x;
+  d.in[2] = r.dy;
+  d.in[3] = r.b;
+  d.in[4] = r.c;
+  d.in[5] = r.states;
+  d.h0 = r.h0;
+  d.out[0] = r.da;
+  d.out[1] = r.dx;
+  d.out[2] = r.db;
+  d.out[3] = r.dc;
+  d.row_out = r.dh0;
+}
+
+// The states are 4-byte floats, so they join the alignment test; recomputed ones are placed like
+// x (their regions are 256-byte aligned), so x stands in for them. The recomputing forward pass
+// walks the other way, so both row ends must be aligned.
+bool BackwardAligned(const LinearScanBackwardOptions& o, const LinearScanBackwardRows& r) {
+  const size_t e = DTypeSize(o.dtype);
+  const void* states = o.has_states ? static_cast<const void*>(r.states) : r.x;
+  return plan::Aligned(r.geometry, true,
+                       {{r.a, e},
+                        {r.x, e},
+                        {r.dy, e},
+                        {r.b, e},
+                        {r.c, e},
+                        {r.da, e},
+                        {r.dx, e},
+                        {r.db, e},
+                        {r.dc, e},
+                        {states, sizeof(float)}});
+}
+
+plan::SplitPlan PlanBackward(const LinearScanBackwardOptions& o,
+                             std::span<const LinearScanBackwardRows> rows, GroupDesc* out) {
+  return plan::PlanSplit(rows, out, FillBackward,
+                         [&](const LinearScanBackwardRows& r) { return BackwardAligned(o, r); });
+}
+
+}  // namespace
+
+LaunchSizes LinearScanSizes(const LinearScanOptions& o, std::span<const LinearScanRows> rows) {
+  const plan::SplitPlan p = PlanForward(o, rows, nullptr);
+  return {static_cast<size_t>(p.groups()) * sizeof(GroupDesc), p.temp_bytes};
+}
+
+void LinearScanDescribe(const LinearScanOptions& o, std::span<const LinearScanRows> rows,
+                        void* temp, void* host_descriptors) {
+  (void)temp;
+  PlanForward(o, rows, static_cast<GroupDesc*>(host_descriptors));
+}
+
+int LinearScanLaunch(const LinearScanOptions& o, std::span<const LinearScanRows> rows,
+                     const void* device_descriptors, void* temp, void* stream) {
+  const plan::SplitPlan p = PlanForward(o, rows, nullptr);
+  const LinearFlags f{0, false, o.has_b, o.has_c, o.has_h0, o.reverse, o.return_final_state};
+  return EnqueueSplit(o.dtype, false, p, static_cast<cudaStream_t>(stream),
+                      static_cast<const GroupDesc*>(device_descriptors), temp, f);
+}
+
+LaunchSizes LinearScanBackwardSizes(const LinearScanBackwardOptions& o,
+                                    std::span<const LinearScanBackwardRows> rows) {
+  const plan::SplitPlan p = PlanBackward(o, rows, nullptr);
+  const size_t n = static_cast<size_t>(p.groups()) * sizeof(GroupDesc);
+  // The recomputing forward pass reuses the look-back storage after the backward plan's own.
+  return {o.has_states ? n : 2 * n, StatesBytes(o, rows) + p.temp_bytes};
+}
+
+void LinearScanBackwardDescribe(const LinearScanBackwardOptions& o,
+                                std::span<const LinearScanBackwardRows> rows, void* temp,
+                                void* host_descriptors) {
+  auto* desc = static_cast<GroupDesc*>(host_descriptors);
+  const plan::SplitPlan p = PlanBackward(o, rows, desc);
+  if (o.has_states) return;
+  // Point every group at its states region, then describe the forward pass that fills them:
+  // same groups and order (hence same plan), reading a, x, b and writing only the states.
+  // Descriptors are in plan order (aligned part first), so walk the rows in that order too.
+  char* states = static_cast<char*>(temp);
+  const int64_t n = p.groups();
+  int64_t i = 0;
+  for (int k = 0; k < 2; ++k) {
+    for (const LinearScanBackwardRows& r : rows) {
+      if (i >= n) break;
+      if (plan::PlanGroup(r.geometry).blocks == 0) continue;
+      if (BackwardAligned(o, r) != (k == 0)) continue;
+      desc[i].in[5] = states;
+      states += plan::AlignUp(static_cast<size_t>(SpanElements(r.geometry)) * sizeof(float), 256);
+      ++i;
+    }
+  }
+  GroupDesc* fwd = desc + n;
+  for (int64_t j = 0; j < n; ++j) {
+    fwd[j] = desc[j];
+    std::memset(fwd[j].in, 0, sizeof(fwd[j].in));
+    std::memset(fwd[j].out, 0, sizeof(fwd[j].out));
+    fwd[j].in[0] = desc[j].in[0];
+    fwd[j].in[1] = desc[j].in[1];
+    fwd[j].in[2] = desc[j].in[3];
+    fwd[j].out[1] = const_cast<void*>(desc[j].in[5]);
+    fwd[j].row_out = nullptr;
+  }
+}
+
+int LinearScanBackwardLaunch(const LinearScanBackwardOptions& o,
+                             std::span<const LinearScanBackwardRows> rows,
+                             const void* device_descriptors, void* temp, void* stream) {
+  const plan::SplitPlan p = PlanBackward(o, rows, nullptr);
+  const auto s = static_cast<cudaStream_t>(stream);
+  const auto* desc = static_cast<const GroupDesc*>(device_descriptors);
+  void* lookback = static_cast<char*>(temp) + StatesBytes(o, rows);
+  if (!o.has_states) {
+    const LinearFlags f{0, false, o.has_b, false, o.has_h0, o.reverse, false};
+    const cudaError_t err = EnqueueSplit(o.dtype, false, p, s, desc + p.groups(), lookback, f);
+    if (err != cudaSuccess) return err;
+  }
+  const LinearFlags f{0, false, o.has_b, o.has_c, o.has_h0, o.reverse, false};
+  return EnqueueSplit(o.dtype, true, p, s, desc, lookback, f);
+}
+
+}  // namespace scanserve::cuda

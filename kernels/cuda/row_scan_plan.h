@@ -1,0 +1,178 @@
+// Dispatch layer of the row-scan kernels: turns row groups into per-group descriptors the kernels
+// read, choosing each group's unit size and tiling from its row length alone. Plain C++ shared by
+// the host halves of the .cu files; pure functions, thread-safe.
+#ifndef SCANSERVE_KERNELS_CUDA_ROW_SCAN_PLAN_H_
+#define SCANSERVE_KERNELS_CUDA_ROW_SCAN_PLAN_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <span>
+
+#include "cuda/scan_kernels.h"
+#include "cuda/scan_tuning.h"
+
+namespace scanserve::cuda::plan {
+
+using Tuning = tuning::RowScan;
+
+// What the kernels read about one group. Tensor slots are op-specific (see each .cu file).
+struct alignas(16) GroupDesc {
+  int64_t rows;
+  int64_t dim;
+  int64_t length;
+  int64_t batch_stride;
+  int64_t row_stride;
+  int64_t step_stride;
+  int64_t tiles_per_row;
+  int64_t block_begin;  // first (virtual) block of the group
+  int64_t slot_begin;   // first look-back slot (rows with several tiles only)
+  int32_t unit_threads;
+  int32_t units_per_block;
+  const void* in[6];
+  void* out[5];
+  const float* h0;
+  float* row_out;  // per-row float32 output (final state, dh0)
+};
+static_assert(sizeof(GroupDesc) % 16 == 0);
+
+struct GroupPlan {
+  int32_t unit_threads = 1;
+  int32_t units_per_block = Tuning::kBlockThreads;
+  int64_t tiles_per_row = 0;
+  int64_t blocks = 0;
+  int64_t slots = 0;
+};
+
+// The smallest power-of-two thread group (up to a block) whose registers hold the row, and the
+// number of such tiles the row needs: a function of the length alone.
+inline GroupPlan PlanGroup(const RowGeometry& g) {
+  GroupPlan p;
+  if (g.rows <= 0 || g.length <= 0) return p;
+  const int64_t per_thread = (g.length + Tuning::kItemsPerThread - 1) / Tuning::kItemsPerThread;
+  int32_t unit = 1;
+  while (unit < per_thread && unit < Tuning::kBlockThreads) unit <<= 1;
+  p.unit_threads = unit;
+  p.units_per_block = Tuning::kBlockThreads / unit;
+  const int64_t tile = int64_t{unit} * Tuning::kItemsPerThread;
+  p.tiles_per_row = (g.length + tile - 1) / tile;
+  const int64_t units = g.rows * p.tiles_per_row;
+  p.blocks = (units + p.units_per_block - 1) / p.units_per_block;
+  p.slots = p.tiles_per_row > 1 ? units : 0;
+  return p;
+}
+
+struct BatchPlan {
+  int64_t groups = 0;  // non-empty groups, each with one descriptor
+  int64_t blocks = 0;
+  int64_t slots = 0;
+};
+
+// Plans the non-empty groups for which `include(rows)` holds, in order; `fill(desc, rows)` sets
+// the tensor slots of each descriptor when `out` is non-null.
+template <typename Rows, typename Fill, typename Include>
+BatchPlan PlanBatch(std::span<const Rows> rows, GroupDesc* out, Fill fill, Include include) {
+  BatchPlan batch;
+  for (const Rows& r : rows) {
+    if (!include(r)) continue;
+    const GroupPlan p = PlanGroup(r.geometry);
+    if (p.blocks == 0) continue;
+    if (out != nullptr) {
+      GroupDesc& d = out[batch.groups];
+      d = GroupDesc{};
+      d.rows = r.geometry.rows;
+      d.dim = r.geometry.dim;
+      d.length = r.geometry.length;
+      d.batch_stride = r.geometry.batch_stride;
+      d.row_stride = r.geometry.row_stride;
+      d.step_stride = r.geometry.step_stride;
+      d.tiles_per_row = p.tiles_per_row;
+      d.block_begin = batch.blocks;
+      d.slot_begin = batch.slots;
+      d.unit_threads = p.unit_threads;
+      d.units_per_block = p.units_per_block;
+      fill(d, r);
+    }
+    ++batch.groups;
+    batch.blocks += p.blocks;
+    batch.slots += p.slots;
+  }
+  return batch;
+}
+
+// One tensor of a group: its device pointer and element size.
+struct TensorRef {
+  const void* data;
+  size_t element_bytes;
+};
+
+// Whether every full thread of every row of the group finds its items of each tensor at a 16-byte
+// boundary: contiguous rows whose starts and (for reverse scans) ends are aligned. Such groups run
+// the vector-only kernel variant; the others the variant that realigns through shared memory.
+// Both compute the same values in the same order.
+inline bool Aligned(const RowGeometry& g, bool reverse, std::initializer_list<TensorRef> tensors) {
+  if (g.step_stride != 1) return false;
+  for (const TensorRef& t : tensors) {
+    if (t.data == nullptr) continue;
+    const size_t e = t.element_bytes;
+    if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) return false;
+    if (g.rows > 1 && (static_cast<size_t>(g.row_stride) * e % 16 != 0 ||
+                       static_cast<size_t>(g.batch_stride) * e % 16 != 0)) {
+      return false;
+    }
+    if (reverse && static_cast<size_t>(g.length) * e % 16 != 0) return false;
+  }
+  return true;
+}
+
+constexpr size_t AlignUp(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+// Temp storage of the look-back: a block ticket counter and two flags per slot (zeroed before each
+// launch), then two 8-byte values per slot (aggregate and window prefix).
+struct LookbackLayout {
+  size_t flags_offset = 256;
+  size_t inc_flags_offset = 0;
+  size_t values_offset = 0;
+  size_t inc_values_offset = 0;
+  size_t zero_bytes = 0;
+  size_t total_bytes = 0;
+};
+
+inline LookbackLayout LookbackLayoutFor(int64_t slots) {
+  LookbackLayout l;
+  if (slots <= 0) return l;
+  const size_t n = static_cast<size_t>(slots);
+  l.inc_flags_offset = l.flags_offset + AlignUp(n * 4, 256);
+  l.values_offset = l.inc_flags_offset + AlignUp(n * 4, 256);
+  l.zero_bytes = l.values_offset;
+  l.inc_values_offset = l.values_offset + AlignUp(n * 8, 256);
+  l.total_bytes = l.inc_values_offset + AlignUp(n * 8, 256);
+  return l;
+}
+
+// A batch split into the groups of the aligned variant (part 0) and the rest (part 1): their
+// descriptors follow each other, and each part has its own look-back temp storage.
+struct SplitPlan {
+  BatchPlan part[2];
+  size_t temp_offset[2] = {0, 0};
+  size_t temp_bytes = 0;
+  int64_t groups() const { return part[0].groups + part[1].groups; }
+};
+
+template <typename Rows, typename Fill, typename IsAligned>
+SplitPlan PlanSplit(std::span<const Rows> rows, GroupDesc* out, Fill fill, IsAligned is_aligned) {
+  SplitPlan s;
+  s.part[0] = PlanBatch(rows, out, fill, is_aligned);
+  s.part[1] = PlanBatch(rows, out == nullptr ? nullptr : out + s.part[0].groups, fill,
+                        [&](const Rows& r) { return !is_aligned(r); });
+  s.temp_offset[1] = LookbackLayoutFor(s.part[0].slots).total_bytes;
+  // Bounded by the total slot count alone, so that sizes never depend on where tensors lie
+  // (two layouts waste at most 5 alignments of 256 bytes over one).
+  const int64_t slots = s.part[0].slots + s.part[1].slots;
+  s.temp_bytes = slots > 0 ? LookbackLayoutFor(slots).total_bytes + 2048 : 0;
+  return s;
+}
+
+}  // namespace scanserve::cuda::plan
+
+#endif  // SCANSERVE_KERNELS_CUDA_ROW_SCAN_PLAN_H_

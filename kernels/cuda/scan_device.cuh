@@ -1,0 +1,570 @@
+// Device building blocks of the row-scan kernels: what one block does with one tile.
+//
+// A block of kThreads threads is split into units of `unit_threads` threads (a power of two fixed
+// per row length by the plan); each unit scans one tile of one row, and each thread holds
+// kItemsPerThread consecutive steps of it in registers. The order of every floating-point
+// operation is a function of the row length only:
+//   1. each thread folds its own items left to right;
+//   2. a Kogge-Stone scan over the lanes of a warp (segmented to the unit when it is narrower);
+//   3. a left fold over the warps of the unit (units wider than a warp);
+//   4. for rows of several tiles, a look-back over the tiles before it in its window of
+//      kLookbackWindow tiles (a fixed tree over fixed lanes) plus the previous window's prefix;
+//   5. each thread then re-runs its recurrence from the state entering it.
+// Loads and stores pick 16-byte vectors or a coalesced scalar path through shared memory per warp
+// from the data's alignment; both give the same values in the same registers, so alignment never
+// changes results.
+#ifndef SCANSERVE_KERNELS_CUDA_SCAN_DEVICE_CUH_
+#define SCANSERVE_KERNELS_CUDA_SCAN_DEVICE_CUH_
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/row_scan_plan.h"
+
+namespace scanserve::cuda::device {
+
+using Tuning = tuning::RowScan;
+using plan::GroupDesc;
+
+constexpr int kThreads = Tuning::kBlockThreads;
+constexpr int kIpt = Tuning::kItemsPerThread;
+constexpr int kWarps = kThreads / 32;
+constexpr unsigned kFull = 0xffffffffu;
+static_assert(kThreads % 32 == 0 && (kThreads & (kThreads - 1)) == 0);
+static_assert(Tuning::kLookbackWindow % 32 == 0);
+
+// ---- element types: storage T, compute type C -------------------------------------------------
+
+template <typename T>
+struct Elem;
+template <>
+struct Elem<float> {
+  using C = float;
+  __device__ static float Load(float v) { return v; }
+  __device__ static float Store(float v) { return v; }
+};
+template <>
+struct Elem<__half> {
+  using C = float;
+  __device__ static float Load(__half v) { return __half2float(v); }
+  __device__ static __half Store(float v) { return __float2half_rn(v); }
+};
+template <>
+struct Elem<__nv_bfloat16> {
+  using C = float;
+  __device__ static float Load(__nv_bfloat16 v) { return __bfloat162float(v); }
+  __device__ static __nv_bfloat16 Store(float v) { return __float2bfloat16_rn(v); }
+};
+template <>
+struct Elem<int32_t> {
+  using C = int32_t;
+  __device__ static int32_t Load(int32_t v) { return v; }
+  __device__ static int32_t Store(int32_t v) { return v; }
+};
+template <>
+struct Elem<int64_t> {
+  using C = int64_t;
+  __device__ static int64_t Load(int64_t v) { return v; }
+  __device__ static int64_t Store(int64_t v) { return v; }
+};
+
+// A pair (A, B) of the first-order recurrence: the map h -> A * h + B.
+struct Pair {
+  float a;
+  float b;
+};
+
+template <typename X>
+struct Maybe {
+  X v;
+  bool has;
+};
+
+// ---- shuffles of 4- and 8-byte values
+// ------------------------------------------------------------
+
+template <typename X>
+__device__ __forceinline__ X ShflUp(X v, unsigned d) {
+  static_assert(sizeof(X) == 4 || sizeof(X) == 8);
+  if constexpr (sizeof(X) == 4) {
+    unsigned u;
+    memcpy(&u, &v, 4);
+    u = __shfl_up_sync(kFull, u, d);
+    memcpy(&v, &u, 4);
+  } else {
+    unsigned u[2];
+    memcpy(u, &v, 8);
+    u[0] = __shfl_up_sync(kFull, u[0], d);
+    u[1] = __shfl_up_sync(kFull, u[1], d);
+    memcpy(&v, u, 8);
+  }
+  return v;
+}
+
+template <typename X>
+__device__ __forceinline__ X ShflDown(X v, unsigned d) {
+  static_assert(sizeof(X) == 4 || sizeof(X) == 8);
+  if constexpr (sizeof(X) == 4) {
+    unsigned u;
+    memcpy(&u, &v, 4);
+    u = __shfl_down_sync(kFull, u, d);
+    memcpy(&v, &u, 4);
+  } else {
+    unsigned u[2];
+    memcpy(u, &v, 8);
+    u[0] = __shfl_down_sync(kFull, u[0], d);
+    u[1] = __shfl_down_sync(kFull, u[1], d);
+    memcpy(&v, u, 8);
+  }
+  return v;
+}
+
+template <typename X>
+__device__ __forceinline__ X ShflIdx(X v, int lane) {
+  static_assert(sizeof(X) == 4 || sizeof(X) == 8);
+  if constexpr (sizeof(X) == 4) {
+    unsigned u;
+    memcpy(&u, &v, 4);
+    u = __shfl_sync(kFull, u, lane);
+    memcpy(&v, &u, 4);
+  } else {
+    unsigned u[2];
+    memcpy(u, &v, 8);
+    u[0] = __shfl_sync(kFull, u[0], lane);
+    u[1] = __shfl_sync(kFull, u[1], lane);
+    memcpy(&v, u, 8);
+  }
+  return v;
+}
+
+template <typename X>
+__device__ __forceinline__ unsigned long long Pack(X v) {
+  static_assert(sizeof(X) <= 8);
+  unsigned long long bits = 0;
+  memcpy(&bits, &v, sizeof(X));
+  return bits;
+}
+
+template <typename X>
+__device__ __forceinline__ X Unpack(unsigned long long bits) {
+  X v;
+  memcpy(&v, &bits, sizeof(X));
+  return v;
+}
+
+// Left-then-right composition of two optional aggregates.
+template <typename Op, typename X>
+__device__ __forceinline__ Maybe<X> Compose(const Maybe<X>& l, const Maybe<X>& r) {
+  if (!l.has) return r;
+  if (!r.has) return l;
+  return {Op::Combine(l.v, r.v), true};
+}
+
+// ---- where a thread's items lie ----------------------------------------------------------------
+
+// One row of one tensor as the scan walks it: logical step t is element Phys(t) of the row.
+struct RowView {
+  int64_t length;
+  int64_t stride;
+  bool reverse;
+  __device__ __forceinline__ int64_t Phys(int64_t t) const {
+    return (reverse ? length - 1 - t : t) * stride;
+  }
+};
+
+// A thread's items are logical steps [s, s + count) of its row. Loads and stores that cannot use
+// vectors go through a segment: `seg_lanes` lanes (a warp, or the unit when narrower) that move
+// logical steps [seg_start, seg_start + seg_n) coalesced, lane li taking every seg_lanes-th.
+struct Span {
+  int64_t s;
+  int count;
+  int64_t seg_start;
+  int seg_n;
+  int li;
+  int seg_lanes;
+  int buf_base;  // where the segment starts in the warp's staging buffer
+};
+
+// What one unit (and its thread) works on.
+struct Unit {
+  bool valid;
+  int unit_threads;
+  int64_t row;
+  int64_t tile;
+  int64_t tiles;
+  int64_t offset;  // element offset of the row's step 0 in each sequence tensor
+  Span span;
+};
+
+// Staging buffer of one warp, padded so that both the coalesced and the per-thread walks avoid
+// bank conflicts.
+template <typename C>
+__device__ __forceinline__ int Pad(int i) {
+  return sizeof(C) == 8 ? i + (i >> 4) : i + (i >> 5);
+}
+template <typename C>
+constexpr int StageElems() {
+  return 32 * kIpt + (sizeof(C) == 8 ? (32 * kIpt >> 4) : (32 * kIpt >> 5));
+}
+
+__device__ __forceinline__ Unit MakeUnit(const GroupDesc& g, int64_t vblock) {
+  Unit u;
+  const int lane = threadIdx.x & 31;
+  u.unit_threads = g.unit_threads;
+  const int in_unit = threadIdx.x & (g.unit_threads - 1);
+  const int64_t unit = (vblock - g.block_begin) * g.units_per_block + threadIdx.x / g.unit_threads;
+  u.tiles = g.tiles_per_row;
+  u.valid = unit < g.rows * g.tiles_per_row;
+  u.row = u.valid ? unit / g.tiles_per_row : 0;
+  u.tile = u.valid ? unit % g.tiles_per_row : 0;
+  const int64_t tile_items = int64_t{g.unit_threads} * kIpt;
+  const int64_t tile_start = u.tile * tile_items;
+  const int64_t n_tile = u.valid ? min(tile_items, g.length - tile_start) : 0;
+  const int seg_lanes = min(g.unit_threads, 32);
+  const int li = lane & (seg_lanes - 1);
+  const int seg_index = in_unit / seg_lanes;
+  const int64_t seg_items = int64_t{seg_lanes} * kIpt;
+  Span& sp = u.span;
+  sp.seg_lanes = seg_lanes;
+  sp.li = li;
+  sp.seg_start = tile_start + seg_index * seg_items;
+  sp.seg_n = static_cast<int>(max(int64_t{0}, min(seg_items, n_tile - seg_index * seg_items)));
+  sp.s = sp.seg_start + int64_t{li} * kIpt;
+  sp.count = max(0, min(kIpt, sp.seg_n - li * kIpt));
+  sp.buf_base = (lane - li) * kIpt;
+  const int64_t b = u.row / g.dim;
+  const int64_t d = u.row - b * g.dim;
+  u.offset = b * g.batch_stride + d * g.row_stride;
+  return u;
+}
+
+// ---- loads and stores ---------------------------------------------------------------------------
+
+template <typename T>
+__device__ __forceinline__ int64_t VectorStart(const RowView& v, const Span& sp) {
+  return v.reverse ? v.length - sp.s - kIpt : sp.s;
+}
+
+template <typename T>
+__device__ __forceinline__ bool VectorOk(const T* row, const RowView& v, const Span& sp) {
+  if (sp.count == 0) return true;
+  if (v.stride != 1 || sp.count != kIpt) return false;
+  return (reinterpret_cast<uintptr_t>(row + VectorStart<T>(v, sp)) & 15) == 0;
+}
+
+// Loads the thread's items (logical order) as compute values. Every lane of the warp must call it.
+// kAligned: the caller guarantees 16-byte alignment of every full thread's items (plan::Aligned),
+// so full threads use vectors and only a row's last thread reads scalars. Otherwise each warp
+// picks vectors when all its lanes can, else the coalesced path through `stage`.
+template <bool kAligned, typename T, typename C>
+__device__ __forceinline__ void LoadItems(const T* __restrict__ row, const RowView& v,
+                                          const Span& sp, C* stage, C (&out)[kIpt]) {
+  static_assert(16 % sizeof(T) == 0 && kIpt % (16 / sizeof(T)) == 0);
+  constexpr int kVec = 16 / sizeof(T);
+  bool vector;
+  if constexpr (kAligned) {
+    vector = sp.count == kIpt;
+  } else {
+    vector = __all_sync(kFull, VectorOk(row, v, sp));
+  }
+  if (vector) {
+    if (kAligned || sp.count == kIpt) {
+      const uint4* src = reinterpret_cast<const uint4*>(row + VectorStart<T>(v, sp));
+      uint4 raw[kIpt / kVec];
+#pragma unroll
+      for (int k = 0; k < kIpt / kVec; ++k) raw[k] = __ldg(src + k);
+#pragma unroll
+      for (int k = 0; k < kIpt / kVec; ++k) {
+        T vals[kVec];
+        memcpy(vals, &raw[k], 16);
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) {
+          const C c = Elem<T>::Load(vals[i]);
+          if (v.reverse) {
+            out[kIpt - 1 - (k * kVec + i)] = c;
+          } else {
+            out[k * kVec + i] = c;
+          }
+        }
+      }
+    }
+    return;
+  }
+  if constexpr (kAligned) {
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) {
+      if (i < sp.count) out[i] = Elem<T>::Load(row[v.Phys(sp.s + i)]);
+    }
+  } else {
+    C tmp[kIpt];
+#pragma unroll
+    for (int j = 0; j < kIpt; ++j) {
+      const int e = j * sp.seg_lanes + sp.li;
+      if (e < sp.seg_n) tmp[j] = Elem<T>::Load(row[v.Phys(sp.seg_start + e)]);
+    }
+#pragma unroll
+    for (int j = 0; j < kIpt; ++j) {
+      const int e = j * sp.seg_lanes + sp.li;
+      if (e < sp.seg_n) stage[Pad<C>(sp.buf_base + e)] = tmp[j];
+    }
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) {
+      if (i < sp.count) out[i] = stage[Pad<C>(sp.buf_base + sp.li * kIpt + i)];
+    }
+    __syncwarp();
+  }
+}
+
+// Stores the thread's items (logical order), converting to T. Every lane of the warp must call it.
+template <bool kAligned, typename T, typename C>
+__device__ __forceinline__ void StoreItems(T* __restrict__ row, const RowView& v, const Span& sp,
+                                           C* stage, const C (&in)[kIpt]) {
+  constexpr int kVec = 16 / sizeof(T);
+  bool vector;
+  if constexpr (kAligned) {
+    vector = sp.count == kIpt;
+  } else {
+    vector = __all_sync(kFull, VectorOk(row, v, sp));
+  }
+  if (vector) {
+    if (kAligned || sp.count == kIpt) {
+      uint4* dst = reinterpret_cast<uint4*>(row + VectorStart<T>(v, sp));
+#pragma unroll
+      for (int k = 0; k < kIpt / kVec; ++k) {
+        T vals[kVec];
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) {
+          vals[i] = Elem<T>::Store(v.reverse ? in[kIpt - 1 - (k * kVec + i)] : in[k * kVec + i]);
+        }
+        uint4 raw;
+        memcpy(&raw, vals, 16);
+        dst[k] = raw;
+      }
+    }
+    return;
+  }
+  if constexpr (kAligned) {
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) {
+      if (i < sp.count) row[v.Phys(sp.s + i)] = Elem<T>::Store(in[i]);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) {
+      if (i < sp.count) stage[Pad<C>(sp.buf_base + sp.li * kIpt + i)] = in[i];
+    }
+    __syncwarp();
+#pragma unroll
+    for (int j = 0; j < kIpt; ++j) {
+      const int e = j * sp.seg_lanes + sp.li;
+      if (e < sp.seg_n) {
+        row[v.Phys(sp.seg_start + e)] = Elem<T>::Store(stage[Pad<C>(sp.buf_base + e)]);
+      }
+    }
+    __syncwarp();
+  }
+}
+
+// ---- block prologue: which group and which virtual block ---------------------------------------
+
+// Look-back state in the launch's temp storage (see plan::LookbackLayout).
+struct LookbackTemp {
+  unsigned long long* counter;
+  int* agg_flag;
+  int* inc_flag;
+  unsigned long long* agg;
+  unsigned long long* inc;
+};
+
+// Points `lb` into temp storage and enqueues the zeroing of its counter and flags.
+inline cudaError_t PrepareLookback(void* temp, int64_t slots, cudaStream_t stream,
+                                   LookbackTemp* lb) {
+  *lb = LookbackTemp{};
+  if (slots <= 0) return cudaSuccess;
+  const plan::LookbackLayout l = plan::LookbackLayoutFor(slots);
+  char* base = static_cast<char*>(temp);
+  lb->counter = reinterpret_cast<unsigned long long*>(base);
+  lb->agg_flag = reinterpret_cast<int*>(base + l.flags_offset);
+  lb->inc_flag = reinterpret_cast<int*>(base + l.inc_flags_offset);
+  lb->agg = reinterpret_cast<unsigned long long*>(base + l.values_offset);
+  lb->inc = reinterpret_cast<unsigned long long*>(base + l.inc_values_offset);
+  return cudaMemsetAsync(base, 0, l.zero_bytes, stream);
+}
+
+template <typename Agg>
+struct ScanShared {
+  GroupDesc desc;
+  long long vblock;
+  Agg warp_agg[kWarps];
+  int warp_has[kWarps];
+  Agg prefix;
+  int prefix_has;
+};
+
+// Finds this block's group and copies its descriptor to shared memory. With `ticket`, blocks
+// number themselves in the order they start (so a tile only ever waits on tiles whose blocks
+// already run); otherwise by blockIdx.
+template <typename Agg>
+__device__ __forceinline__ void LoadGroup(const GroupDesc* __restrict__ groups, int ngroups,
+                                          bool ticket, const LookbackTemp& lb,
+                                          ScanShared<Agg>& sh) {
+  if (threadIdx.x < 32) {
+    long long vb = blockIdx.x;
+    if (ticket && threadIdx.x == 0) vb = static_cast<long long>(atomicAdd(lb.counter, 1ull));
+    vb = __shfl_sync(kFull, vb, 0);
+    int lo = 0;
+    int hi = ngroups - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) >> 1;
+      if (groups[mid].block_begin <= vb) {
+        lo = mid;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    constexpr int kWords = sizeof(GroupDesc) / 16;
+    static_assert(kWords <= 32);
+    if (threadIdx.x < kWords) {
+      reinterpret_cast<uint4*>(&sh.desc)[threadIdx.x] =
+          reinterpret_cast<const uint4*>(groups + lo)[threadIdx.x];
+    }
+    if (threadIdx.x == 0) sh.vblock = vb;
+  }
+  __syncthreads();
+}
+
+// ---- scans over lanes, warps and tiles ----------------------------------------------------------
+
+// Exclusive prefix of this thread within its unit, and the unit's total.
+template <typename Op, typename Agg>
+__device__ __forceinline__ void UnitScan(Agg mine, bool has, int unit_threads, ScanShared<Agg>& sh,
+                                         Maybe<Agg>& excl, Maybe<Agg>& total) {
+  const int lane = threadIdx.x & 31;
+  const int seg = min(unit_threads, 32);
+  const int li = lane & (seg - 1);
+  Agg incl = mine;
+  bool h = has;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const Agg o = ShflUp(incl, d);
+    const bool oh = __shfl_up_sync(kFull, static_cast<int>(h), d) != 0;
+    if (d < seg && li >= d && oh) {
+      incl = h ? Op::Combine(o, incl) : o;
+      h = true;
+    }
+  }
+  const Agg ex = ShflUp(incl, 1);
+  const bool exh = (__shfl_up_sync(kFull, static_cast<int>(h), 1) != 0) && li > 0;
+  const int last = (lane & ~(seg - 1)) + seg - 1;
+  const Agg seg_total = ShflIdx(incl, last);
+  const bool seg_has = __shfl_sync(kFull, static_cast<int>(h), last) != 0;
+  if (unit_threads <= 32) {
+    excl = {ex, exh};
+    total = {seg_total, seg_has};
+    return;
+  }
+  const int warp = threadIdx.x >> 5;
+  if (lane == 31) {
+    sh.warp_agg[warp] = seg_total;
+    sh.warp_has[warp] = seg_has;
+  }
+  __syncthreads();
+  const int warps_per_unit = unit_threads >> 5;
+  const int first = warp & ~(warps_per_unit - 1);
+  Maybe<Agg> before{Agg{}, false};
+  Maybe<Agg> all{Agg{}, false};
+  for (int w = first; w < first + warps_per_unit; ++w) {
+    if (w == warp) before = all;
+    if (sh.warp_has[w]) all = Compose<Op>(all, Maybe<Agg>{sh.warp_agg[w], true});
+  }
+  total = all;
+  excl = Compose<Op>(before, Maybe<Agg>{ex, exh});
+}
+
+__device__ __forceinline__ int LoadAcquire(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ void StoreRelease(int* p, int v) {
+  asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+// The composition of everything before `tile` in its row; called by all lanes of one warp.
+template <typename Op, typename Agg>
+__device__ __forceinline__ Maybe<Agg> LookbackPrefix(const LookbackTemp& lb, int64_t slot0,
+                                                     int64_t tile) {
+  constexpr int kWindow = Tuning::kLookbackWindow;
+  constexpr int kPerLane = kWindow / 32;
+  const int lane = threadIdx.x & 31;
+  const int64_t window = tile / kWindow * kWindow;
+  Maybe<Agg> part{Agg{}, false};
+#pragma unroll
+  for (int k = 0; k < kPerLane; ++k) {
+    const int64_t j = window + lane * kPerLane + k;
+    if (j < tile) {
+      const int64_t slot = slot0 + j;
+      while (LoadAcquire(lb.agg_flag + slot) == 0) __nanosleep(32);
+      const Agg v = Unpack<Agg>(__ldcg(lb.agg + slot));
+      part = Compose<Op>(part, Maybe<Agg>{v, true});
+    }
+  }
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const Agg o = ShflDown(part.v, off);
+    const bool oh = __shfl_down_sync(kFull, static_cast<int>(part.has), off) != 0;
+    if ((lane & (2 * off - 1)) == 0 && oh) part = Compose<Op>(part, Maybe<Agg>{o, true});
+  }
+  Maybe<Agg> p{ShflIdx(part.v, 0), __shfl_sync(kFull, static_cast<int>(part.has), 0) != 0};
+  if (window > 0) {
+    const int64_t slot = slot0 + window - 1;
+    while (LoadAcquire(lb.inc_flag + slot) == 0) __nanosleep(32);
+    const Agg inc = Unpack<Agg>(__ldcg(lb.inc + slot));
+    p = Compose<Op>(Maybe<Agg>{inc, true}, p);
+  }
+  return p;
+}
+
+// The composition of every item before this thread's first one in its row: the unit scan, then
+// (rows of several tiles) the look-back. Every thread of the block must call it.
+template <typename Op, typename Agg>
+__device__ __forceinline__ Maybe<Agg> ThreadPrefix(Agg mine, bool has, const Unit& u,
+                                                   ScanShared<Agg>& sh, const LookbackTemp& lb) {
+  Maybe<Agg> excl;
+  Maybe<Agg> total;
+  UnitScan<Op>(mine, has, u.unit_threads, sh, excl, total);
+  if (u.tiles == 1) return excl;
+  // Rows of several tiles have one unit per block, and every unit of the group is valid.
+  constexpr int kWindow = Tuning::kLookbackWindow;
+  const int64_t slot0 = sh.desc.slot_begin + u.row * u.tiles;
+  const bool last_tile = u.tile == u.tiles - 1;
+  const bool window_end = u.tile % kWindow == kWindow - 1;
+  if (threadIdx.x == 0 && !last_tile && !window_end) {
+    __stcg(lb.agg + slot0 + u.tile, Pack(total.v));
+    StoreRelease(lb.agg_flag + slot0 + u.tile, 1);
+  }
+  if (threadIdx.x < 32) {
+    Maybe<Agg> p{Agg{}, false};
+    if (u.tile > 0) p = LookbackPrefix<Op, Agg>(lb, slot0, u.tile);
+    if (threadIdx.x == 0) {
+      sh.prefix = p.v;
+      sh.prefix_has = p.has;
+      if (window_end && !last_tile) {
+        const Maybe<Agg> inc = Compose<Op>(p, total);
+        __stcg(lb.inc + slot0 + u.tile, Pack(inc.v));
+        StoreRelease(lb.inc_flag + slot0 + u.tile, 1);
+      }
+    }
+  }
+  __syncthreads();
+  return Compose<Op>(Maybe<Agg>{sh.prefix, sh.prefix_has != 0}, excl);
+}
+
+}  // namespace scanserve::cuda::device
+
+#endif  // SCANSERVE_KERNELS_CUDA_SCAN_DEVICE_CUH_

@@ -1,0 +1,131 @@
+// Host API of the CUDA row-scan kernels: linear_scan, linear_scan_backward and associative_scan
+// (ops.md sections 1, 2 and 4) over ragged batches of rows that already live in device memory.
+//
+// Plain C++ (no CUDA, absl or gRPC types), so host code of any kind can describe a launch. A batch
+// is a list of row groups: the rows of one request, all of one length, laid out by a RowGeometry.
+// A launch is three steps, none of which allocates:
+//   1. *Sizes: bytes of the descriptor block (host-written, then copied to the device by the
+//      caller) and of device temp storage the launch needs.
+//   2. *Describe: writes the descriptor block into host memory (pinned staging, typically); it
+//      may point into the temp storage, whose device address it is given.
+//   3. *Launch: enqueues the kernels on a stream, given the device copy of the descriptor block
+//      (16-byte aligned) and the temp storage (256-byte aligned). Returns a cudaError_t value.
+// The same rows and options must be passed to all three steps. Sizes depend only on the options
+// and geometries (not on where tensors lie), and the sizes of a batch never exceed the sums of the
+// sizes of its groups taken one at a time, so a caller can cut batches by summing. Every tensor
+// pointer is a device pointer with the alignment of its element type; inputs must not alias
+// outputs.
+//
+// Results depend only on each row's own length and data: the kernel variant, tile size and the
+// order of every floating-point operation are chosen per row from its length, never from the
+// batch, so a row gives the same bits alone or in any batch.
+//
+// Thread-safety: all functions are reentrant; a launch's buffers belong to it until the stream
+// passes it.
+#ifndef SCANSERVE_KERNELS_CUDA_SCAN_KERNELS_H_
+#define SCANSERVE_KERNELS_CUDA_SCAN_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "scanserve/ops.h"
+#include "scanserve/types.h"
+
+namespace scanserve::cuda {
+
+// Where the rows of one group lie in each of its sequence tensors: row r = (b, d) with
+// b = r / dim and d = r % dim starts at element b * batch_stride + d * row_stride, and its step t
+// is step_stride elements further.
+struct RowGeometry {
+  int64_t rows = 0;
+  int64_t dim = 1;
+  int64_t length = 0;
+  int64_t batch_stride = 0;
+  int64_t row_stride = 0;
+  int64_t step_stride = 1;
+};
+
+// The geometry of a dense (batch, dim, length) request in `layout`.
+constexpr RowGeometry RowGeometryOf(const SeqShape& shape, Layout layout) {
+  RowGeometry g;
+  g.rows = shape.rows();
+  g.dim = shape.dim;
+  g.length = shape.length;
+  g.batch_stride = shape.dim * shape.length;
+  g.row_stride = layout == Layout::kBDL ? shape.length : 1;
+  g.step_stride = layout == Layout::kBDL ? 1 : shape.dim;
+  return g;
+}
+
+// One group of linear_scan rows. Sequence tensors use `geometry` and the batch's dtype; h0 and
+// final_state are float32, one value per row.
+struct LinearScanRows {
+  RowGeometry geometry;
+  const void* a = nullptr;
+  const void* x = nullptr;
+  const void* b = nullptr;  // when options.has_b
+  const void* c = nullptr;  // when options.has_c
+  const float* h0 = nullptr;
+  void* y = nullptr;
+  float* final_state = nullptr;  // when options.return_final_state
+};
+
+// One group of linear_scan_backward rows; `states` (float32, laid out by `geometry`) when
+// options.has_states, otherwise the launch recomputes them into its temp storage.
+struct LinearScanBackwardRows {
+  RowGeometry geometry;
+  const void* a = nullptr;
+  const void* x = nullptr;
+  const void* dy = nullptr;
+  const void* b = nullptr;
+  const void* c = nullptr;
+  const float* h0 = nullptr;
+  const float* states = nullptr;
+  void* da = nullptr;
+  void* dx = nullptr;
+  void* db = nullptr;
+  void* dc = nullptr;
+  float* dh0 = nullptr;
+};
+
+struct AssociativeScanRows {
+  RowGeometry geometry;
+  const void* x = nullptr;
+  void* y = nullptr;
+};
+
+struct LaunchSizes {
+  size_t descriptor_bytes = 0;
+  size_t temp_bytes = 0;
+};
+
+LaunchSizes LinearScanSizes(const LinearScanOptions& options, std::span<const LinearScanRows> rows);
+void LinearScanDescribe(const LinearScanOptions& options, std::span<const LinearScanRows> rows,
+                        void* temp, void* host_descriptors);
+int LinearScanLaunch(const LinearScanOptions& options, std::span<const LinearScanRows> rows,
+                     const void* device_descriptors, void* temp, void* stream);
+
+LaunchSizes LinearScanBackwardSizes(const LinearScanBackwardOptions& options,
+                                    std::span<const LinearScanBackwardRows> rows);
+void LinearScanBackwardDescribe(const LinearScanBackwardOptions& options,
+                                std::span<const LinearScanBackwardRows> rows, void* temp,
+                                void* host_descriptors);
+int LinearScanBackwardLaunch(const LinearScanBackwardOptions& options,
+                             std::span<const LinearScanBackwardRows> rows,
+                             const void* device_descriptors, void* temp, void* stream);
+
+// Fails with cudaErrorInvalidValue (before enqueuing anything) for an operator ops.md does not
+// define on the dtype.
+LaunchSizes AssociativeScanSizes(const AssociativeScanOptions& options,
+                                 std::span<const AssociativeScanRows> rows);
+void AssociativeScanDescribe(const AssociativeScanOptions& options,
+                             std::span<const AssociativeScanRows> rows, void* temp,
+                             void* host_descriptors);
+int AssociativeScanLaunch(const AssociativeScanOptions& options,
+                          std::span<const AssociativeScanRows> rows, const void* device_descriptors,
+                          void* temp, void* stream);
+
+}  // namespace scanserve::cuda
+
+#endif  // SCANSERVE_KERNELS_CUDA_SCAN_KERNELS_H_

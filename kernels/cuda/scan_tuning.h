@@ -1,0 +1,34 @@
+// Tuning constants of the CUDA row-scan kernels (linear_scan, linear_scan_backward and
+// associative_scan share one family). Plain C++: read by the host-side dispatch and by device code.
+//
+// Batch invariance rests on these numbers: a row's tile size and look-back window are functions of
+// its length alone, so changing them changes results bit-wise (never their accuracy) and must be
+// done for all rows at once, never per batch.
+#ifndef SCANSERVE_KERNELS_CUDA_SCAN_TUNING_H_
+#define SCANSERVE_KERNELS_CUDA_SCAN_TUNING_H_
+
+namespace scanserve::cuda::tuning {
+
+struct RowScan {
+  // Threads per block; a block runs one tile of a long row or several short rows side by side.
+  static constexpr int kBlockThreads = 256;
+  // Consecutive steps each thread holds in registers: 4 (16-bit: 2, 64-bit: 8) 16-byte vectors.
+  static constexpr int kItemsPerThread = 16;
+  // Steps of one tile. Rows up to this length are scanned by one unit (a power-of-two group of
+  // threads just large enough for the row); longer rows are cut into tiles of this size that run
+  // on different blocks and chain through a look-back.
+  static constexpr int kTileItems = kBlockThreads * kItemsPerThread;
+  // Tiles per look-back window: a tile folds the aggregates of the tiles before it in its window
+  // and the published prefix of the previous window, so a 2^24-step row is a chain of only
+  // 2^24 / (kTileItems * kLookbackWindow) = 16 dependent hops.
+  static constexpr int kLookbackWindow = 256;
+  // Occupancy hints for __launch_bounds__: blocks that must fit on one SM at once (register cap
+  // 65536 / (kBlockThreads * n)). Streaming needs enough loads in flight per SM; the backward
+  // pass holds more arrays and gets more registers.
+  static constexpr int kMinBlocksPerSm = 3;
+  static constexpr int kMinBlocksPerSmBackward = 2;
+};
+
+}  // namespace scanserve::cuda::tuning
+
+#endif  // SCANSERVE_KERNELS_CUDA_SCAN_TUNING_H_

@@ -1,0 +1,774 @@
+// Device code and dispatch of the selective scan (ops.md section 3).
+//
+// Work decomposition. A block owns `rows` consecutive channels of one (batch, group) pair, so that
+// the variable B and C of that group are staged once per tile for all of them, and walks the whole
+// sequence in tiles of `tile` steps. Each channel's N states are split over P = ceil(N / S)
+// threads holding S states each in registers for the entire sequence: the recurrence is a plain
+// sequential loop, one exp2 per (step, state), no scan tree and no second pass. Per tile:
+//   prefetch  raw u, delta, z of the next tile into registers (global loads in flight during
+//   compute) compute   each state-thread advances its S states over the tile; per step it writes
+//   its partial
+//             sum over its states of C * h to shared memory
+//   finalize  partial sums are added in state order, D * u and the z gate applied, y stored
+//   stage     the prefetched tile becomes dt = softplus(delta + bias) and dt * u in shared memory,
+//             computed once per (channel, step) rather than once per state-thread
+// Steps past the end of a row are staged with dt = 0, which leaves every state unchanged exactly
+// (exp2(0) = 1 and dt * u * B = 0), so tiles need no tail branches in the recurrence.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "cuda/selective_scan_kernel.h"
+#include "cuda/selective_scan_tuning.h"
+
+namespace scanserve::cuda {
+namespace {
+
+namespace tuning = selective_tuning;
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kUnits = tuning::kUnitsPerThread;
+
+// One request as the kernel reads it. Written by the host into the pinned workspace.
+struct Desc {
+  const void* u;
+  const void* delta;
+  const void* z;
+  const void* B;
+  const void* C;
+  const float* A;
+  const float* d_skip;
+  const float* delta_bias;
+  const float* h0;
+  void* y;
+  float* last_state;
+  long long batch;
+  long long dim;
+  long long length;
+  long long first_block;  // index of this request's first block in the launch
+  int vec_ok;             // four-step vectors of u, delta, z and y are aligned (BDL only)
+  int pad;
+};
+
+struct Params {
+  const Desc* descs;
+  int num_descs;
+  int n;              // N
+  int groups;         // G
+  int state_threads;  // P = ceil(N / S)
+  int rows;           // R, channels per block
+  int tile;           // T, steps per tile (multiple of 8)
+  bool bld;
+  bool has_z;
+  bool softplus;
+  bool has_d_skip;
+  bool has_bias;
+  bool has_h0;
+  bool last_state;
+};
+
+__device__ __forceinline__ float Ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// ops.md: log1p(exp(v)), and v itself where v > 20. Written as max(v, 0) + log1p(exp(-|v|)) with
+// log1p(e) = e * P(e) on [0, 1], P a degree-8 Chebyshev fit of log1p(e) / e (relative error
+// 2.2e-7 in float32): branch-free and one exp2, where log1pf costs a few dozen instructions.
+__device__ __forceinline__ float Softplus(float v) {
+  const float e = Ex2(-fabsf(v) * kLog2e);
+  float p = 5.126102362e-03f;
+  p = fmaf(p, e, -2.907406539e-02f);
+  p = fmaf(p, e, 7.751608640e-02f);
+  p = fmaf(p, e, -1.360224783e-01f);
+  p = fmaf(p, e, 1.907688081e-01f);
+  p = fmaf(p, e, -2.483539879e-01f);
+  p = fmaf(p, e, 3.331812024e-01f);
+  p = fmaf(p, e, -4.999944568e-01f);
+  p = fmaf(p, e, 9.999999404e-01f);
+  const float r = fmaxf(v, 0.f) + e * p;
+  return v > 20.f ? v : r;
+}
+
+// z * sigmoid(z); for very negative z the denominator overflows to inf and the gate goes to 0.
+__device__ __forceinline__ float SiluGate(float z) { return __fdividef(z, 1.f + Ex2(-z * kLog2e)); }
+
+// ---- element types: four consecutive steps of a sequence tensor, loaded raw -------------------
+// The raw values stay in registers untouched until the stage step, so the global loads of the next
+// tile are still in flight while the current tile is computed.
+
+struct F32 {
+  using Raw = float;
+  struct Quad {
+    float v[4];
+  };
+  __device__ static Quad Load(const float* p, long long step, int count, bool vec) {
+    Quad q;
+    if (vec) {
+      const float4 x = __ldcs(reinterpret_cast<const float4*>(p));
+      q.v[0] = x.x;
+      q.v[1] = x.y;
+      q.v[2] = x.z;
+      q.v[3] = x.w;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) q.v[i] = i < count ? __ldcs(p + i * step) : 0.f;
+    }
+    return q;
+  }
+  __device__ static float Get(const Quad& q, int i) { return q.v[i]; }
+  __device__ static float ToFloat(float x) { return x; }
+  // One element of B or C, kept raw until staged.
+  using One = float;
+  __device__ static One LoadOne(const float* p) { return __ldg(p); }
+  __device__ static float OneToFloat(One x) { return x; }
+  __device__ static void Store(float* p, long long step, int count, bool vec, const float (&y)[4]) {
+    if (vec) {
+      __stcs(reinterpret_cast<float4*>(p), make_float4(y[0], y[1], y[2], y[3]));
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        if (i < count) __stcs(p + i * step, y[i]);
+      }
+    }
+  }
+};
+
+// float16 and bfloat16 share the raw handling: 16-bit words, either packed in pairs (vector load)
+// or one per register (strided or tail loads).
+template <typename Conv>
+struct Bits16 {
+  using Raw = unsigned short;
+  struct Quad {
+    unsigned int w[4];
+    bool packed;
+  };
+  __device__ static Quad Load(const unsigned short* p, long long step, int count, bool vec) {
+    Quad q;
+    q.packed = vec;
+    if (vec) {
+      const uint2 x = __ldcs(reinterpret_cast<const uint2*>(p));
+      q.w[0] = x.x;
+      q.w[1] = x.y;
+      q.w[2] = 0;
+      q.w[3] = 0;
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) q.w[i] = i < count ? __ldcs(p + i * step) : 0u;
+    }
+    return q;
+  }
+  __device__ static float Get(const Quad& q, int i) {
+    const unsigned int bits = q.packed ? (q.w[i >> 1] >> (16 * (i & 1))) & 0xffffu : q.w[i];
+    return Conv::ToFloat(static_cast<unsigned short>(bits));
+  }
+  __device__ static float ToFloat(unsigned short x) { return Conv::ToFloat(x); }
+  using One = unsigned int;
+  __device__ static One LoadOne(const unsigned short* p) { return __ldg(p); }
+  __device__ static float OneToFloat(One x) {
+    return Conv::ToFloat(static_cast<unsigned short>(x));
+  }
+  __device__ static void Store(unsigned short* p, long long step, int count, bool vec,
+                               const float (&y)[4]) {
+    if (vec) {
+      uint2 x;
+      x.x = Conv::FromFloat(y[0]) | (static_cast<unsigned int>(Conv::FromFloat(y[1])) << 16);
+      x.y = Conv::FromFloat(y[2]) | (static_cast<unsigned int>(Conv::FromFloat(y[3])) << 16);
+      __stcs(reinterpret_cast<uint2*>(p), x);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        if (i < count) p[i * step] = Conv::FromFloat(y[i]);
+      }
+    }
+  }
+};
+
+struct HalfConv {
+  __device__ static float ToFloat(unsigned short x) { return __half2float(__ushort_as_half(x)); }
+  __device__ static unsigned short FromFloat(float f) {
+    return __half_as_ushort(__float2half_rn(f));
+  }
+};
+struct BFloat16Conv {
+  __device__ static float ToFloat(unsigned short x) {
+    return __uint_as_float(static_cast<unsigned int>(x) << 16);
+  }
+  __device__ static unsigned short FromFloat(float f) {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+  }
+};
+using F16 = Bits16<HalfConv>;
+using BF16 = Bits16<BFloat16Conv>;
+
+// S consecutive floats of shared memory (8- or 16-byte aligned by the layout).
+template <int S>
+__device__ __forceinline__ void LoadStates(const float* p, float (&v)[S]) {
+  if constexpr (S == 2) {
+    const float2 x = *reinterpret_cast<const float2*>(p);
+    v[0] = x.x;
+    v[1] = x.y;
+  } else {
+#pragma unroll
+    for (int i = 0; i < S; i += 4) {
+      const float4 x = *reinterpret_cast<const float4*>(p + i);
+      v[i] = x.x;
+      v[i + 1] = x.y;
+      v[i + 2] = x.z;
+      v[i + 3] = x.w;
+    }
+  }
+}
+
+template <typename E, int S, bool kVarB, bool kVarC>
+__global__ void __launch_bounds__(tuning::kMaxThreads, 2) SelectiveScanKernel(const Params prm) {
+  using Raw = typename E::Raw;
+  using Quad = typename E::Quad;
+  using One = typename E::One;
+  constexpr int kBc = tuning::kBcPerThread;
+  extern __shared__ float4 smem4[];
+  float* const smem = reinterpret_cast<float*>(smem4);
+
+  // The request this block belongs to: the last descriptor whose first block is not after it.
+  const long long blk = blockIdx.x;
+  int lo = 0;
+  int hi = prm.num_descs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (prm.descs[mid].first_block <= blk) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  const Desc& ds = prm.descs[lo];
+  const long long D = ds.dim;
+  const long long L = ds.length;
+  const int N = prm.n;
+  const int G = prm.groups;
+  const int P = prm.state_threads;
+  const int R = prm.rows;
+  const int T = prm.tile;
+  const long long Dg = D / G;
+  const long long blocks_per_group = (Dg + R - 1) / R;
+  long long local = blk - ds.first_block;
+  const long long cb = local % blocks_per_group;
+  local /= blocks_per_group;
+  const long long g = local % G;
+  const long long b = local / G;
+  const long long d0 = g * Dg + cb * R;
+  const int rows_valid = static_cast<int>(min(static_cast<long long>(R), Dg - cb * R));
+
+  const int nthreads = R * P;
+  const int tid = threadIdx.x;
+  const int r = tid % R;
+  const int p = tid / R;
+  const int TP = T + 4;      // padded row of dt, dt*u and partial y: conflict-free 16-byte access
+  const int NP = P * S + 4;  // padded row of staged B and C
+  float* const s_dt = smem;
+  float* const s_dtu = s_dt + R * TP;
+  float* const s_skip = s_dtu + R * TP;   // D * u
+  float* const s_gate = s_skip + R * TP;  // z * sigmoid(z)
+  float* const s_y = s_gate + R * TP;     // [P][R][TP]
+  float* const s_B = s_y + P * R * TP;
+  float* const s_C = s_B + (kVarB ? T * NP : 0);
+
+  const bool bld = prm.bld;
+  const long long tstride = bld ? D : 1;  // elements between consecutive steps of one channel
+  const bool vec_ok = ds.vec_ok != 0;
+
+  // ---- per-thread recurrence state: S states of channel d in registers ----
+  const bool row_ok = r < rows_valid;
+  const long long d = d0 + r;
+  float a2[S];
+  float h[S];
+  float bfix[S];
+  float cfix[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int n = p * S + s;
+    const bool ok = row_ok && n < N;
+    a2[s] = ok ? ds.A[d * N + n] * kLog2e : 0.f;
+    h[s] = ok && prm.has_h0 ? ds.h0[(b * D + d) * N + n] : 0.f;
+    if constexpr (!kVarB) bfix[s] = ok ? static_cast<const float*>(ds.B)[d * N + n] : 0.f;
+    if constexpr (!kVarC) cfix[s] = ok ? static_cast<const float*>(ds.C)[d * N + n] : 0.f;
+  }
+
+  // Padded state columns of staged B and C stay zero: staging writes only n < N.
+  if constexpr (kVarB || kVarC) {
+    const int pad = NP - N;
+    for (int i = tid; i < T * pad; i += nthreads) {
+      const int at = (i / pad) * NP + N + i % pad;
+      if constexpr (kVarB) s_B[at] = 0.f;
+      if constexpr (kVarC) s_C[at] = 0.f;
+    }
+  }
+
+  // ---- staging units: four consecutive steps of one channel ----
+  // BDL: consecutive threads walk along time (contiguous); BLD: along channels (contiguous).
+  const int quads = T / 4;
+  const int units = R * quads;
+  bool u_on[kUnits];
+  int u_step[kUnits];      // first step of the unit within a tile
+  int u_smem[kUnits];      // offset of the unit in s_dt, s_dtu and each s_y slice
+  long long u_at[kUnits];  // element index of the unit's first step in tile 0
+  float u_bias[kUnits];
+  float u_dskip[kUnits];
+#pragma unroll
+  for (int j = 0; j < kUnits; ++j) {
+    const int ui = tid + j * nthreads;
+    const int row = bld ? ui % R : ui / quads;
+    u_step[j] = 4 * (bld ? ui / R : ui % quads);
+    u_on[j] = ui < units && row < rows_valid;
+    u_smem[j] = row * TP + u_step[j];
+    u_at[j] = bld ? (b * L + u_step[j]) * D + d0 + row : (b * D + d0 + row) * L + u_step[j];
+    u_bias[j] = u_on[j] && prm.has_bias ? ds.delta_bias[d0 + row] : 0.f;
+    u_dskip[j] = u_on[j] && prm.has_d_skip ? ds.d_skip[d0 + row] : 0.f;
+  }
+
+  // ---- B and C tile elements this thread prefetches: (step, state) packed as step << 10 | n ----
+  int bc_pk[kBc];
+#pragma unroll
+  for (int k = 0; k < kBc; ++k) {
+    const int e = tid + k * nthreads;
+    const int t = bld ? e / N : e % T;
+    const int n = bld ? e % N : e / T;
+    bc_pk[k] = e < T * N ? (t << 10) | n : -1;
+  }
+  const long long GN = static_cast<long long>(G) * N;
+  // Element index of (step 0 of the tile, state 0) in B and C, and the offset of (t, n) from it.
+  auto bc_tile_at = [&](long long t0) {
+    return bld ? (b * L + t0) * GN + g * N : (b * G + g) * N * L + t0;
+  };
+  auto bc_offset = [&](int t, int n) {
+    return bld ? static_cast<long long>(t) * GN + n : static_cast<long long>(n) * L + t;
+  };
+
+  const Raw* const gu = static_cast<const Raw*>(ds.u);
+  const Raw* const gdelta = static_cast<const Raw*>(ds.delta);
+  const Raw* const gz = static_cast<const Raw*>(ds.z);
+  const Raw* const gB = static_cast<const Raw*>(ds.B);
+  const Raw* const gC = static_cast<const Raw*>(ds.C);
+  Raw* const gy = static_cast<Raw*>(ds.y);
+
+  Quad raw_u[kUnits];
+  Quad raw_delta[kUnits];
+  Quad raw_z[kUnits];
+  One raw_b[kBc];
+  One raw_c[kBc];
+
+  auto prefetch = [&](long long t0) {
+#pragma unroll
+    for (int j = 0; j < kUnits; ++j) {
+      if (!u_on[j]) continue;
+      const int count = static_cast<int>(max(0LL, min(4LL, L - t0 - u_step[j])));
+      if (count == 0) continue;
+      const bool vec = !bld && vec_ok && count == 4;
+      const long long at = u_at[j] + t0 * tstride;
+      raw_u[j] = E::Load(gu + at, tstride, count, vec);
+      raw_delta[j] = E::Load(gdelta + at, tstride, count, vec);
+      if (prm.has_z) raw_z[j] = E::Load(gz + at, tstride, count, vec);
+    }
+    if constexpr (kVarB || kVarC) {
+      const long long tv = L - t0;
+      const long long base = bc_tile_at(t0);
+#pragma unroll
+      for (int k = 0; k < kBc; ++k) {
+        const int t = bc_pk[k] >> 10;
+        if (bc_pk[k] < 0 || t >= tv) continue;
+        const long long at = base + bc_offset(t, bc_pk[k] & 1023);
+        if constexpr (kVarB) raw_b[k] = E::LoadOne(gB + at);
+        if constexpr (kVarC) raw_c[k] = E::LoadOne(gC + at);
+      }
+    }
+  };
+
+  auto stage = [&](long long t0) {
+#pragma unroll
+    for (int j = 0; j < kUnits; ++j) {
+      if (!u_on[j]) continue;
+      float dtq[4];
+      float dtuq[4];
+      float skip[4];
+      float gate[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const bool valid = t0 + u_step[j] + i < L;
+        const float uf = valid ? E::Get(raw_u[j], i) : 0.f;
+        float v = (valid ? E::Get(raw_delta[j], i) : 0.f) + u_bias[j];
+        if (prm.softplus) v = Softplus(v);
+        dtq[i] = valid ? v : 0.f;
+        dtuq[i] = dtq[i] * uf;
+        skip[i] = u_dskip[j] * uf;
+        gate[i] = prm.has_z && valid ? SiluGate(E::Get(raw_z[j], i)) : 1.f;
+      }
+      *reinterpret_cast<float4*>(s_dt + u_smem[j]) = make_float4(dtq[0], dtq[1], dtq[2], dtq[3]);
+      *reinterpret_cast<float4*>(s_dtu + u_smem[j]) =
+          make_float4(dtuq[0], dtuq[1], dtuq[2], dtuq[3]);
+      if (prm.has_d_skip) {
+        *reinterpret_cast<float4*>(s_skip + u_smem[j]) =
+            make_float4(skip[0], skip[1], skip[2], skip[3]);
+      }
+      if (prm.has_z) {
+        *reinterpret_cast<float4*>(s_gate + u_smem[j]) =
+            make_float4(gate[0], gate[1], gate[2], gate[3]);
+      }
+    }
+    if constexpr (kVarB || kVarC) {
+      const long long tv = L - t0;
+#pragma unroll
+      for (int k = 0; k < kBc; ++k) {
+        if (bc_pk[k] < 0) continue;
+        const int t = bc_pk[k] >> 10;
+        const int at = t * NP + (bc_pk[k] & 1023);
+        if constexpr (kVarB) s_B[at] = t < tv ? E::OneToFloat(raw_b[k]) : 0.f;
+        if constexpr (kVarC) s_C[at] = t < tv ? E::OneToFloat(raw_c[k]) : 0.f;
+      }
+      // Whatever the prefetch does not cover (large N, few rows per block): loads that wait.
+      if (kBc * nthreads < T * N) {
+        const long long base = bc_tile_at(t0);
+        for (int e = tid + kBc * nthreads; e < T * N; e += nthreads) {
+          const int t = bld ? e / N : e % T;
+          const int n = bld ? e % N : e / T;
+          const long long at = base + bc_offset(t, n);
+          if constexpr (kVarB) s_B[t * NP + n] = t < tv ? E::ToFloat(gB[at]) : 0.f;
+          if constexpr (kVarC) s_C[t * NP + n] = t < tv ? E::ToFloat(gC[at]) : 0.f;
+        }
+      }
+    }
+  };
+
+  auto compute = [&](long long t0) {
+    if (!row_ok) return;
+    const int steps = static_cast<int>(min(static_cast<long long>(T), (L - t0 + 3) & ~3LL));
+    const float* const dt_row = s_dt + r * TP;
+    const float* const dtu_row = s_dtu + r * TP;
+    float* const y_row = s_y + (p * R + r) * TP;
+    for (int t = 0; t < steps; t += 4) {
+      const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
+      const float4 dtu4 = *reinterpret_cast<const float4*>(dtu_row + t);
+      const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w};
+      const float dtuv[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
+      float yq[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float bv[S];
+        float cv[S];
+        if constexpr (kVarB) {
+          LoadStates<S>(s_B + (t + i) * NP + p * S, bv);
+        } else {
+#pragma unroll
+          for (int s = 0; s < S; ++s) bv[s] = bfix[s];
+        }
+        if constexpr (kVarC) {
+          LoadStates<S>(s_C + (t + i) * NP + p * S, cv);
+        } else {
+#pragma unroll
+          for (int s = 0; s < S; ++s) cv[s] = cfix[s];
+        }
+        float acc = 0.f;
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          const float a = Ex2(dtv[i] * a2[s]);
+          h[s] = fmaf(a, h[s], dtuv[i] * bv[s]);
+          acc = fmaf(cv[s], h[s], acc);
+        }
+        yq[i] = acc;
+      }
+      *reinterpret_cast<float4*>(y_row + t) = make_float4(yq[0], yq[1], yq[2], yq[3]);
+    }
+  };
+
+  auto finalize = [&](long long t0) {
+#pragma unroll
+    for (int j = 0; j < kUnits; ++j) {
+      if (!u_on[j]) continue;
+      const int count = static_cast<int>(max(0LL, min(4LL, L - t0 - u_step[j])));
+      if (count == 0) continue;
+      float4 acc = *reinterpret_cast<const float4*>(s_y + u_smem[j]);
+      for (int q = 1; q < P; ++q) {
+        const float4 x = *reinterpret_cast<const float4*>(s_y + q * R * TP + u_smem[j]);
+        acc.x += x.x;
+        acc.y += x.y;
+        acc.z += x.z;
+        acc.w += x.w;
+      }
+      if (prm.has_d_skip) {
+        const float4 x = *reinterpret_cast<const float4*>(s_skip + u_smem[j]);
+        acc.x += x.x;
+        acc.y += x.y;
+        acc.z += x.z;
+        acc.w += x.w;
+      }
+      if (prm.has_z) {
+        const float4 x = *reinterpret_cast<const float4*>(s_gate + u_smem[j]);
+        acc.x *= x.x;
+        acc.y *= x.y;
+        acc.z *= x.z;
+        acc.w *= x.w;
+      }
+      const float y[4] = {acc.x, acc.y, acc.z, acc.w};
+      E::Store(gy + u_at[j] + t0 * tstride, tstride, count, !bld && vec_ok && count == 4, y);
+    }
+  };
+
+  const long long tiles = (L + T - 1) / T;
+  prefetch(0);
+  stage(0);
+  __syncthreads();
+  for (long long k = 0; k < tiles; ++k) {
+    const long long t0 = k * T;
+    if (k + 1 < tiles) prefetch(t0 + T);
+    compute(t0);
+    __syncthreads();
+    finalize(t0);
+    if (k + 1 < tiles) stage(t0 + T);
+    __syncthreads();
+  }
+
+  if (prm.last_state && row_ok) {
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      const int n = p * S + s;
+      if (n < N) ds.last_state[(b * D + d) * N + n] = h[s];
+    }
+  }
+}
+
+size_t SharedBytes(int S, int P, int R, int T, bool var_b, bool var_c) {
+  const size_t TP = static_cast<size_t>(T) + 4;
+  const size_t NP = static_cast<size_t>(P) * S + 4;
+  const size_t floats = (4 + static_cast<size_t>(P)) * R * TP +
+                        (static_cast<size_t>(var_b) + var_c) * static_cast<size_t>(T) * NP;
+  return floats * sizeof(float);
+}
+
+template <typename E, int S, bool kVarB, bool kVarC>
+cudaError_t LaunchTyped(const Params& prm, unsigned int blocks, size_t smem, cudaStream_t stream) {
+  auto* kernel = &SelectiveScanKernel<E, S, kVarB, kVarC>;
+  if (smem > 48 * 1024) {
+    const cudaError_t err = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (err != cudaSuccess) return err;
+  }
+  kernel<<<blocks, prm.rows * prm.state_threads, smem, stream>>>(prm);
+  return cudaGetLastError();
+}
+
+template <typename E, int S>
+cudaError_t LaunchFlags(const Params& prm, bool var_b, bool var_c, unsigned int blocks, size_t smem,
+                        cudaStream_t stream) {
+  if (var_b) {
+    return var_c ? LaunchTyped<E, S, true, true>(prm, blocks, smem, stream)
+                 : LaunchTyped<E, S, true, false>(prm, blocks, smem, stream);
+  }
+  return var_c ? LaunchTyped<E, S, false, true>(prm, blocks, smem, stream)
+               : LaunchTyped<E, S, false, false>(prm, blocks, smem, stream);
+}
+
+template <typename E>
+cudaError_t LaunchStates(const Params& prm, int S, bool var_b, bool var_c, unsigned int blocks,
+                         size_t smem, cudaStream_t stream) {
+  switch (S) {
+    case 2:
+      return LaunchFlags<E, 2>(prm, var_b, var_c, blocks, smem, stream);
+    case 4:
+      return LaunchFlags<E, 4>(prm, var_b, var_c, blocks, smem, stream);
+    case 8:
+      return LaunchFlags<E, 8>(prm, var_b, var_c, blocks, smem, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
+long long BlocksOf(const SeqShape& s, int groups, int rows) {
+  if (s.batch <= 0 || s.dim <= 0 || s.length <= 0) return 0;
+  const long long per_group = s.dim / groups;
+  return s.batch * groups * ((per_group + rows - 1) / rows);
+}
+
+int MultiprocessorCount() {
+  int device = 0;
+  int count = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      count <= 0) {
+    cudaGetLastError();  // clear; the count only tunes the geometry
+    return 132;
+  }
+  return count;
+}
+
+bool Aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
+
+int StateThreads(int n, int states) { return (n + states - 1) / states; }
+
+}  // namespace
+
+int SelectiveScanStatesPerThread(const SelectiveScanOptions& options, const SeqShape& shape) {
+  return tuning::StatesPerThread(options.state_dim, shape.rows());
+}
+
+int SelectiveScanRowsPerBlock(const SelectiveScanOptions& options, int states_per_thread,
+                              std::span<const SelectiveScanRows> group) {
+  const int N = options.state_dim;
+  const int P = StateThreads(N, states_per_thread);
+  const int T = tuning::TileLength(P);
+  const int cap = std::min(tuning::kMaxRows, tuning::kMaxThreads / P);
+  int rows = tuning::kMinRows;
+  // At least the target threads, and enough threads that the B and C tile fits the prefetch.
+  const bool var_bc = options.variable_b || options.variable_c;
+  while (rows * 2 <= cap && (rows * 2 * P <= tuning::kTargetThreads ||
+                             (var_bc && rows * P * tuning::kBcPerThread < T * N))) {
+    rows *= 2;
+  }
+  const long long want = static_cast<long long>(tuning::kMinBlocksPerSm) * MultiprocessorCount();
+  while (rows > tuning::kMinRows) {
+    long long blocks = 0;
+    for (const SelectiveScanRows& p : group) blocks += BlocksOf(p.shape, options.groups, rows);
+    if (blocks >= want) break;
+    rows /= 2;
+  }
+  return rows;
+}
+
+size_t SelectiveScanWorkspaceBytes(size_t num_problems) {
+  return std::max<size_t>(num_problems, 1) * sizeof(Desc);
+}
+
+SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& options,
+                                              std::span<const SelectiveScanRows> problems,
+                                              void* host_workspace, void* device_workspace,
+                                              CUstream_st* stream, bool upload_descriptors,
+                                              const SelectiveScanGeometry* force) {
+  const int N = options.state_dim;
+  if (N < 1 || N > 256 || options.groups < 1) {
+    return {cudaErrorInvalidValue, "selective_scan: state_dim or groups out of range"};
+  }
+  if (force != nullptr) {
+    const int S = force->states_per_thread;
+    const int R = force->rows_per_block;
+    if ((S != 2 && S != 4 && S != 8) || R < tuning::kMinRows || R > tuning::kMaxRows ||
+        (R & (R - 1)) != 0 || R * StateThreads(N, S) > tuning::kMaxThreads) {
+      return {cudaErrorInvalidValue, "selective_scan: unsupported forced geometry"};
+    }
+  }
+  if (problems.size() > kSelectiveScanMaxProblems) {
+    return {cudaErrorInvalidValue, "selective_scan: too many problems in one launch"};
+  }
+  const size_t elem = DTypeSize(options.dtype);
+  const bool bld = options.layout == Layout::kBLD;
+  Desc* const descs = static_cast<Desc*>(host_workspace);
+
+  // One launch per states-per-thread group; descriptors of all groups go up in one copy.
+  struct Group {
+    int states = 0;
+    int rows = 0;
+    int first = 0;  // first descriptor
+    int count = 0;
+    long long blocks = 0;
+  };
+  Group groups[3];
+  int ngroups = 0;
+  int count = 0;
+  std::vector<SelectiveScanRows> members;
+  for (const int S : {2, 4, 8}) {
+    members.clear();
+    for (const SelectiveScanRows& p : problems) {
+      if (BlocksOf(p.shape, options.groups, 1) == 0) continue;
+      const int s = force != nullptr ? force->states_per_thread
+                                     : SelectiveScanStatesPerThread(options, p.shape);
+      if (s == S) members.push_back(p);
+    }
+    if (members.empty()) continue;
+    Group& grp = groups[ngroups++];
+    grp.states = S;
+    grp.rows =
+        force != nullptr ? force->rows_per_block : SelectiveScanRowsPerBlock(options, S, members);
+    grp.first = count;
+    for (const SelectiveScanRows& p : members) {
+      Desc ds;
+      std::memset(&ds, 0, sizeof(ds));
+      ds.u = p.u;
+      ds.delta = p.delta;
+      ds.z = p.z;
+      ds.B = p.B;
+      ds.C = p.C;
+      ds.A = p.A;
+      ds.d_skip = p.d_skip;
+      ds.delta_bias = p.delta_bias;
+      ds.h0 = p.h0;
+      ds.y = p.y;
+      ds.last_state = p.last_state;
+      ds.batch = p.shape.batch;
+      ds.dim = p.shape.dim;
+      ds.length = p.shape.length;
+      ds.first_block = grp.blocks;
+      const size_t vec = 4 * elem;
+      ds.vec_ok = !bld && p.shape.length % 4 == 0 && Aligned(p.u, vec) && Aligned(p.delta, vec) &&
+                  Aligned(p.y, vec) && (!options.has_z || Aligned(p.z, vec));
+      std::memcpy(&descs[count], &ds, sizeof(ds));
+      ++count;
+      ++grp.count;
+      grp.blocks += BlocksOf(p.shape, options.groups, grp.rows);
+    }
+    if (grp.blocks > INT_MAX) {
+      return {cudaErrorInvalidConfiguration, "selective_scan: batch needs more than 2^31 blocks"};
+    }
+  }
+  if (count == 0) return {};
+  cudaError_t err = cudaSuccess;
+  if (upload_descriptors) {
+    err = cudaMemcpyAsync(device_workspace, host_workspace, count * sizeof(Desc),
+                          cudaMemcpyHostToDevice, stream);
+    if (err != cudaSuccess) return {err, "selective_scan: descriptor upload"};
+  }
+  for (int i = 0; i < ngroups; ++i) {
+    const Group& grp = groups[i];
+    Params prm;
+    prm.descs = static_cast<const Desc*>(device_workspace) + grp.first;
+    prm.num_descs = grp.count;
+    prm.n = N;
+    prm.groups = options.groups;
+    prm.state_threads = StateThreads(N, grp.states);
+    prm.rows = grp.rows;
+    prm.tile = tuning::TileLength(prm.state_threads);
+    prm.bld = bld;
+    prm.has_z = options.has_z;
+    prm.softplus = options.delta_softplus;
+    prm.has_d_skip = options.has_d_skip;
+    prm.has_bias = options.has_delta_bias;
+    prm.has_h0 = options.has_h0;
+    prm.last_state = options.return_last_state;
+    const size_t smem = SharedBytes(grp.states, prm.state_threads, grp.rows, prm.tile,
+                                    options.variable_b, options.variable_c);
+    const auto nblocks = static_cast<unsigned int>(grp.blocks);
+    const bool vb = options.variable_b;
+    const bool vc = options.variable_c;
+    switch (options.dtype) {
+      case DType::kFloat32:
+        err = LaunchStates<F32>(prm, grp.states, vb, vc, nblocks, smem, stream);
+        break;
+      case DType::kFloat16:
+        err = LaunchStates<F16>(prm, grp.states, vb, vc, nblocks, smem, stream);
+        break;
+      case DType::kBFloat16:
+        err = LaunchStates<BF16>(prm, grp.states, vb, vc, nblocks, smem, stream);
+        break;
+      default:
+        return {cudaErrorInvalidValue,
+                "selective_scan: dtype must be float32, float16 or bfloat16"};
+    }
+    if (err != cudaSuccess) return {err, "selective_scan: kernel launch"};
+  }
+  return {};
+}
+
+}  // namespace scanserve::cuda

@@ -103,7 +103,7 @@ def check_compose(f):
     published = [p for p in server.get("ports", []) if p.endswith(":" + f["port"])]
     check(published, f"compose does not publish the gRPC port {f['port']}")
     stop = seconds(server["stop_grace_period"])
-    needed = seconds(f.get("shutdown_grace", "0")) + seconds(f["drain_timeout"])
+    needed = seconds(f["shutdown_grace"]) + seconds(f["drain_timeout"])
     check(stop >= needed, f"compose stop_grace_period {stop}s < shutdown_grace + drain {needed}s")
 
     gpu = load("compose.gpu.yaml")["services"]["scanserve"]
@@ -216,7 +216,8 @@ def check_dashboard():
 
 def main():
     f = flags()
-    for name in ("port", "metrics_address", "drain_timeout", "max_queued_requests"):
+    for name in ("port", "metrics_address", "shutdown_grace", "drain_timeout",
+                 "max_queued_requests"):
         check(name in f, f"common.flags sets no --{name}")
     services = check_compose(f)
     check_prometheus(f, services)

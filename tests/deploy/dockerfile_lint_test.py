@@ -3,7 +3,8 @@
 hadolint is not packaged for Debian 12, so this checks the rules of hadolint that apply to this
 Dockerfile (DL3002 last USER not root, DL3006/DL3007 pinned tags, DL3009 apt lists removed,
 DL3015 --no-install-recommends, DL3022 COPY --from a defined stage, DL3025 JSON ENTRYPOINT/CMD,
-DL4006 pipefail) plus the project's own: two runtime targets (cpu, cuda) on Debian 12 that carry
+DL4006 pipefail) plus the project's own: no stage the cpu target does not need comes before it (the
+classic builder would build it); two runtime targets (cpu, cuda) on Debian 12 that carry
 a scanctl HEALTHCHECK on the served port, run as the non-root uid the Kubernetes manifests expect,
 and copy only the runtime tree; every RUN script passes shellcheck (when installed); and the
 .dockerignore allowlist keeps exactly the sources the build needs.
@@ -297,6 +298,23 @@ def main():
     cuda_env = by_name["cuda"].effective_env()
     check("compute" in cuda_env.get("NVIDIA_DRIVER_CAPABILITIES", ""),
           "the cuda stage must ask the NVIDIA container toolkit for the compute capability")
+    # The classic builder (docker without buildx) builds every stage before the target: a stage
+    # the cpu image does not need, placed before it, would make `--target cpu` run it too (and
+    # the CUDA build stage downloads from NVIDIA's repository).
+    needed = set()
+    pending = ["cpu"]
+    while pending:
+        stage = by_name.get(pending.pop())
+        if stage is None or stage.name in needed:
+            continue
+        needed.add(stage.name)
+        pending += [s.name for s in chain(stage)[1:]]
+        pending += [source for source, _, _, _ in stage.copies if source is not None]
+    before = [s.name for s in stages[:stages.index(by_name["cpu"])]]
+    extra = [name for name in before if name not in needed]
+    check(not extra, f"stages {extra} come before 'cpu' but it does not need them: the classic "
+          f"builder would build them for --target cpu")
+
     build_cuda = [s for s in stages if any("--static-cudart" in r for r, _ in s.runs)]
     check(build_cuda, "no build stage checks that the CUDA runtime is linked statically")
 

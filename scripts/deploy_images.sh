@@ -6,8 +6,8 @@
 #   scripts/deploy_images.sh --context git --jobs 2 --target cpu --target cuda
 #
 # The base image is the Dockerfile's pinned DEBIAN_IMAGE when docker has it or can pull it; where
-# no registry is reachable, --local-base (or a failed pull) makes one with
-# scripts/deploy_base_image.sh and builds on that instead.
+# no registry is reachable (or with --local-base), the newest scanserve-local/debian image that
+# scripts/deploy_base_image.sh made, running that script first when there is none.
 #
 # Usage: scripts/deploy_images.sh [--target cpu|cuda]... [--context worktree|git[=REF]]
 #                                 [--jobs N] [--local-base] [--base IMAGE] [--tag-prefix NAME]
@@ -16,7 +16,7 @@
 #                 git[=REF]: the committed tree of REF (default HEAD) from `git archive`, so
 #                 uncommitted edits stay out of the image
 #   --jobs        parallel compile jobs in the build stage (default: ninja's choice)
-#   --local-base  build the base with debootstrap without trying the registry
+#   --local-base  use (or make) the debootstrapped base without trying the registry
 #   --base        use this base image as DEBIAN_IMAGE
 #   --tag-prefix  image name (default scanserve): NAME:cpu, NAME:cuda
 set -euo pipefail
@@ -60,10 +60,15 @@ if [[ -z $base ]]; then
     { docker image inspect "$pinned" >/dev/null 2>&1 || docker pull "$pinned"; }; then
     base=$pinned
   else
-    echo "deploy_images: $pinned is not available; bootstrapping a Debian 12 base locally"
-    made=$("$repo/scripts/deploy_base_image.sh")
-    echo "$made"
-    base=$(sed -n 's/^deploy_base_image: \([^ ]*\) .*/\1/p' <<<"$made")
+    # A base made by an earlier run (the newest point release), else a new one.
+    base=$(docker image ls --format '{{.Repository}}:{{.Tag}}' scanserve-local/debian | sort -V |
+      tail -n 1)
+    if [[ -z $base ]]; then
+      echo "deploy_images: $pinned is not available; bootstrapping a Debian 12 base locally"
+      made=$("$repo/scripts/deploy_base_image.sh")
+      echo "$made"
+      base=$(sed -n 's/^deploy_base_image: \([^ ]*\) .*/\1/p' <<<"$made")
+    fi
   fi
 fi
 echo "deploy_images: base $base"

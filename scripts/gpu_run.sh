@@ -54,6 +54,14 @@ while (($#)); do
   shift 2 || { echo "gpu_run: $1 needs a value" >&2; exit 2; }
 done
 
+if [[ ! -d $bundle/bin && -f $bundle/bundle.tar.xz ]]; then
+  if command -v xz >/dev/null; then
+    tar -C "$bundle" -xJf "$bundle/bundle.tar.xz"
+  else
+    python3 -c 'import lzma, sys, tarfile; tarfile.open(fileobj=lzma.open(sys.argv[1])).extractall(sys.argv[2])' \
+      "$bundle/bundle.tar.xz" "$bundle"
+  fi
+fi
 [[ -d $bundle/bin ]] || { echo "gpu_run: no $bundle/bin; run scripts/gpu_bundle.sh and carry .bundle" >&2; exit 1; }
 out=${OUT:-/tmp/gpu_out}/run
 mkdir -p "$out"
@@ -117,7 +125,7 @@ IFS=, read -ra test_list <<<"$tests"
 for t in "${test_list[@]}"; do
   [[ $t == none || -z $t ]] && continue
   if [[ ! -x $bundle/bin/$t ]]; then
-    summary+=("$(printf '%-34s %-8s %s' "test $t" missing "-")")
+    summary+=("$(printf '%-40s %-8s %s' "test $t" missing "-")")
     continue
   fi
   echo "== test $t (filter $filter)"
@@ -125,7 +133,7 @@ for t in "${test_list[@]}"; do
     --gtest_output=json:"$out/$t.json" --gtest_color=no
   read -r n p f s < <(gtest_counts "$out/$t.json" "$out/$t.log")
   status=$([[ $step_rc == 0 ]] && echo ok || echo "FAIL($step_rc)")
-  summary+=("$(printf '%-34s %-8s %5ss  tests %s passed %s failed %s skipped %s' "test $t" "$status" "$step_secs" "$n" "$p" "$f" "$s")")
+  summary+=("$(printf '%-40s %-8s %5ss  tests %s passed %s failed %s skipped %s' "test $t" "$status" "$step_secs" "$n" "$p" "$f" "$s")")
   grep '^\[  FAILED  \]' "$out/$t.log" | sort -u | head -20 | sed 's/^/    /' >>"$out/failures.txt"
 done
 
@@ -143,7 +151,7 @@ if [[ $sanitize != none && -n $sanitize ]]; then
       name="sanitize $tool $t"
       if [[ -z $sanitizer ]]; then
         echo "== $name: compute-sanitizer not found (PATH, /usr/local/cuda*/bin)"
-        summary+=("$(printf '%-34s %-8s %s' "$name" absent "compute-sanitizer not found")")
+        summary+=("$(printf '%-40s %-8s %s' "$name" absent "compute-sanitizer not found")")
         continue
       fi
       echo "== $name (filter $sanitize_filter) with $sanitizer"
@@ -152,7 +160,7 @@ if [[ $sanitize != none && -n $sanitize ]]; then
         "$bundle/bin/$t" --gtest_filter="$sanitize_filter" --gtest_color=no
       found=$(grep -Eo '(ERROR|RACECHECK) SUMMARY: [0-9]+ [a-z]+' "$log" | tail -1)
       status=$([[ $step_rc == 0 ]] && echo clean || echo "FAIL($step_rc)")
-      summary+=("$(printf '%-34s %-8s %5ss  %s' "$name" "$status" "$step_secs" "${found:-no summary line}")")
+      summary+=("$(printf '%-40s %-8s %5ss  %s' "$name" "$status" "$step_secs" "${found:-no summary line}")")
     done
   done
 fi
@@ -161,7 +169,7 @@ IFS=, read -ra bench_list <<<"$benches"
 for b in "${bench_list[@]}"; do
   [[ $b == none || -z $b ]] && continue
   if [[ ! -x $bundle/bin/$b ]]; then
-    summary+=("$(printf '%-34s %-8s %s' "bench $b" missing "-")")
+    summary+=("$(printf '%-40s %-8s %s' "bench $b" missing "-")")
     continue
   fi
   var="BENCH_ARGS_${b//-/_}"
@@ -170,7 +178,7 @@ for b in "${bench_list[@]}"; do
   # shellcheck disable=SC2086
   step "bench $b" "$out/$b.log" "$bundle/bin/$b" --json "$out/$b.json" $bench_args ${!var:-}
   status=$([[ $step_rc == 0 ]] && echo ok || echo "FAIL($step_rc)")
-  summary+=("$(printf '%-34s %-8s %5ss  json %s' "bench $b" "$status" "$step_secs" "$([[ -s $out/$b.json ]] && echo written || echo missing)")")
+  summary+=("$(printf '%-40s %-8s %5ss  json %s' "bench $b" "$status" "$step_secs" "$([[ -s $out/$b.json ]] && echo written || echo missing)")")
   bench_logs+=("$out/$b.log")
 done
 
@@ -191,6 +199,7 @@ fi
 echo "== summary ($(head -2 "$out/gpu.txt" | tail -1 | cut -d, -f1))"
 printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
 
+[[ -s $out/failures.txt ]] || rm -f "$out/failures.txt"
 # The device tool brings back 8 files at most: pack the logs when there are more.
 if (($(find "$out" -type f | wc -l) > 8)); then
   (cd "$out" && tar czf logs.tar.gz ./*.log && rm -f ./*.log)

@@ -18,11 +18,13 @@
 namespace scanserve::testing {
 namespace {
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeTestCudaBackend() {
+absl::StatusOr<std::unique_ptr<Backend>> MakeTestCudaBackend(int64_t pool_bytes = int64_t{256}
+                                                                                  << 20) {
   BackendConfig config;
   config.kind = "cuda";
-  // Small pools make the long-row cases run in several pieces, which they must survive.
-  config.cuda_pool_bytes_per_stream = int64_t{64} << 20;
+  config.cuda_streams_per_device = 2;
+  // 256 MiB holds the largest shared case, one float32 row of 2^24 steps (a, x and y).
+  config.cuda_pool_bytes_per_stream = pool_bytes;
   return MakeCudaBackend(config);
 }
 
@@ -127,6 +129,71 @@ TEST_F(CudaAgreesWithCpu, EveryOpEveryDtype) {
     Compare(selective, tol);
     Compare(associative, tol);
   }
+}
+
+// A batch whose requests together outgrow the pools runs in several pieces, each request with the
+// same bits as alone; one request larger than a pool answers RESOURCE_EXHAUSTED and the backend
+// keeps serving.
+class CudaBackendPools : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<Backend>> made = MakeTestCudaBackend(int64_t{1} << 20);
+    if (!made.ok()) GTEST_SKIP() << "backend unavailable: " << made.status().ToString();
+    backend_ = std::move(made).value();
+  }
+  Rng rng_;
+  std::unique_ptr<Backend> backend_;
+};
+
+TEST_F(CudaBackendPools, BatchLargerThanPoolsRunsInPiecesWithTheBitsOfEachAlone) {
+  SCANSERVE_TRACE_SEED(rng_);
+  const LinearScanOptions o{
+      .has_b = true, .has_h0 = true, .reverse = rng_.Bool(), .return_final_state = true};
+  // Each request moves about 4 * 12 * 3000 * 4 bytes = 576 KB: at most one fits a 1 MiB pool.
+  std::vector<LinearScanData> batch;
+  for (int k = 0; k < 7; ++k) {
+    batch.push_back(MakeLinearScanData(o, SeqShape{1, 12, rng_.Int(2000, 3000)}, rng_));
+  }
+  std::vector<LinearScanData*> ptrs;
+  for (LinearScanData& d : batch) {
+    for (HostTensor* t : d.Outputs()) t->Poison();
+    ptrs.push_back(&d);
+  }
+  absl::Status status = RunBatch(*backend_, ptrs);
+  ASSERT_TRUE(status.ok()) << status;
+  ExpectMatchesReference(batch);
+  for (LinearScanData& d : batch) {
+    std::vector<HostTensor> batched;
+    for (HostTensor* t : d.Outputs()) {
+      HostTensor copy(t->dtype(), t->count());
+      std::memcpy(copy.data(), t->data(), t->bytes());
+      batched.push_back(std::move(copy));
+      t->Poison();
+    }
+    status = RunBatch(*backend_, {&d});
+    ASSERT_TRUE(status.ok()) << status;
+    const std::vector<HostTensor*> alone = d.Outputs();
+    for (size_t t = 0; t < alone.size(); ++t) {
+      EXPECT_EQ(std::memcmp(alone[t]->data(), batched[t].data(), batched[t].bytes()), 0)
+          << "output " << t << " differs between the batch and the request alone";
+    }
+  }
+}
+
+TEST_F(CudaBackendPools, RequestLargerThanPoolIsResourceExhaustedAndServingGoesOn) {
+  SCANSERVE_TRACE_SEED(rng_);
+  const LinearScanOptions o{};
+  // a, x and y of 2^18 float32 steps: 3 MiB against 1 MiB pools.
+  LinearScanData huge = MakeLinearScanData(o, SeqShape{1, 1, int64_t{1} << 18}, rng_);
+  const absl::Status status = RunBatch(*backend_, {&huge});
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  EXPECT_FALSE(backend_->Broken());
+
+  LinearScanData small = MakeLinearScanData(o, SeqShape{2, 3, 777}, rng_);
+  for (HostTensor* t : small.Outputs()) t->Poison();
+  const absl::Status again = RunBatch(*backend_, {&small});
+  ASSERT_TRUE(again.ok()) << again;
+  ExpectMatchesReference(small);
 }
 
 }  // namespace

@@ -30,7 +30,7 @@ while (($#)); do
     --mirror) mirror=$2; shift 2 ;;
     --repository) repository=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "deploy_base_image: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done

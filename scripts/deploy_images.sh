@@ -37,7 +37,7 @@ while (($#)); do
     --local-base) local_base=1; shift ;;
     --base) base=$2; shift 2 ;;
     --tag-prefix) prefix=$2; shift 2 ;;
-    -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "deploy_images: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done

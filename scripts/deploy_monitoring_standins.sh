@@ -18,7 +18,7 @@ base=
 while (($#)); do
   case $1 in
     --base) base=$2; shift 2 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "deploy_monitoring_standins: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done

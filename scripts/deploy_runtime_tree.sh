@@ -33,7 +33,7 @@ while (($#)); do
     --out) out=$2; shift 2 ;;
     --static-cudart) static_cudart=1; shift ;;
     --no-strip) strip_binaries=0; shift ;;
-    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "deploy_runtime_tree: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done

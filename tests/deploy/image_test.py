@@ -52,11 +52,13 @@ def published(container, port):
 
 def check_image_config(image):
     config = inspect(image, ".Config")
+    config = {k: config.get(k) or default for k, default in
+              (("User", ""), ("Entrypoint", []), ("Healthcheck", {}), ("ExposedPorts", {}))}
     check(config["User"] in (f"{IMAGE_UID}:{IMAGE_UID}", str(IMAGE_UID)),
           f"image user is {config['User']!r}, the manifests run as {IMAGE_UID}")
     check(config["Entrypoint"] == ["/opt/scanserve/bin/scanserve_server"],
           f"ENTRYPOINT {config['Entrypoint']}")
-    test = (config.get("Healthcheck") or {}).get("Test") or []
+    test = config["Healthcheck"].get("Test") or []
     check(len(test) > 2 and test[0] == "CMD" and test[1].endswith("/scanctl") and
           test[2] == "health", f"HEALTHCHECK is {test}, not scanctl health")
     check(f"{GRPC_PORT}/tcp" in config["ExposedPorts"] and

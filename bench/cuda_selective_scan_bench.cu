@@ -8,7 +8,8 @@
 // sets so that no run finds its inputs in L2. Besides the dispatch's own geometry, the other
 // geometries are timed too (the tuning table's evidence).
 //
-// Usage: cuda_selective_scan_bench [--json PATH] [--runs N] [--no-variants]
+// Usage: cuda_selective_scan_bench [--json PATH] [--runs N] [--no-variants] [--only I]
+// (--only I times the table's I-th shape alone, for profilers.)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -282,6 +283,7 @@ int main(int argc, char** argv) {
   std::string json_path;
   int runs = 50;
   bool variants = true;
+  int only = -1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--json" && i + 1 < argc) {
@@ -290,8 +292,11 @@ int main(int argc, char** argv) {
       runs = std::max(3, std::atoi(argv[++i]));
     } else if (a == "--no-variants") {
       variants = false;
+    } else if (a == "--only" && i + 1 < argc) {
+      only = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: %s [--json PATH] [--runs N] [--no-variants]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--json PATH] [--runs N] [--no-variants] [--only I]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -328,7 +333,9 @@ int main(int argc, char** argv) {
     double mem_floor_ms, exp_floor_ms;
   };
   std::vector<Row> rows;
-  for (const Shape& sh : shapes) {
+  for (size_t si = 0; si < shapes.size(); ++si) {
+    if (only >= 0 && static_cast<size_t>(only) != si) continue;
+    const Shape& sh = shapes[si];
     SelectiveScanOptions o;
     o.dtype = sh.dtype;
     o.layout = Layout::kBDL;

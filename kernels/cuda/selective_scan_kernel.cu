@@ -22,6 +22,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/selective_scan_kernel.h"
@@ -141,33 +142,31 @@ struct F32 {
   }
 };
 
-// float16 and bfloat16 share the raw handling: 16-bit words, either packed in pairs (vector load)
-// or one per register (strided or tail loads).
+// float16 and bfloat16 share the raw handling: four 16-bit words packed in two registers however
+// they were loaded (one vector load, or strided or tail loads), so that a quad costs two registers.
 template <typename Conv>
 struct Bits16 {
   using Raw = unsigned short;
   struct Quad {
-    unsigned int w[4];
-    bool packed;
+    unsigned int w[2];
   };
   __device__ static Quad Load(const unsigned short* p, long long step, int count, bool vec) {
     Quad q;
-    q.packed = vec;
     if (vec) {
       const uint2 x = __ldcs(reinterpret_cast<const uint2*>(p));
       q.w[0] = x.x;
       q.w[1] = x.y;
-      q.w[2] = 0;
-      q.w[3] = 0;
     } else {
+      unsigned int v[4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) q.w[i] = i < count ? __ldcs(p + i * step) : 0u;
+      for (int i = 0; i < 4; ++i) v[i] = i < count ? __ldcs(p + i * step) : 0u;
+      q.w[0] = v[0] | (v[1] << 16);
+      q.w[1] = v[2] | (v[3] << 16);
     }
     return q;
   }
   __device__ static float Get(const Quad& q, int i) {
-    const unsigned int bits = q.packed ? (q.w[i >> 1] >> (16 * (i & 1))) & 0xffffu : q.w[i];
-    return Conv::ToFloat(static_cast<unsigned short>(bits));
+    return Conv::ToFloat(static_cast<unsigned short>((q.w[i >> 1] >> (16 * (i & 1))) & 0xffffu));
   }
   __device__ static float ToFloat(unsigned short x) { return Conv::ToFloat(x); }
   using One = unsigned int;
@@ -227,8 +226,8 @@ __device__ __forceinline__ void LoadStates(const float* p, float (&v)[S]) {
   }
 }
 
-template <typename E, int S, bool kVarB, bool kVarC>
-__global__ void __launch_bounds__(tuning::kMaxThreads, 2) SelectiveScanKernel(const Params prm) {
+template <typename E, int S, bool kVarB, bool kVarC, bool kBld>
+__global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Params prm) {
   using Raw = typename E::Raw;
   using Quad = typename E::Quad;
   using One = typename E::One;
@@ -280,7 +279,7 @@ __global__ void __launch_bounds__(tuning::kMaxThreads, 2) SelectiveScanKernel(co
   float* const s_B = s_y + P * R * TP;
   float* const s_C = s_B + (kVarB ? T * NP : 0);
 
-  const bool bld = prm.bld;
+  constexpr bool bld = kBld;
   const long long tstride = bld ? D : 1;  // elements between consecutive steps of one channel
   const bool vec_ok = ds.vec_ok != 0;
 
@@ -364,13 +363,16 @@ __global__ void __launch_bounds__(tuning::kMaxThreads, 2) SelectiveScanKernel(co
   One raw_b[kBc];
   One raw_c[kBc];
 
-  auto prefetch = [&](long long t0) {
+  // Tiles that lie wholly inside the row (all but at most the last) take the kFull paths: no
+  // per-step bounds checks.
+  auto prefetch = [&](long long t0, auto full_tag) {
+    constexpr bool kFull = decltype(full_tag)::value;
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) {
       if (!u_on[j]) continue;
-      const int count = static_cast<int>(max(0LL, min(4LL, L - t0 - u_step[j])));
+      const int count = kFull ? 4 : static_cast<int>(max(0LL, min(4LL, L - t0 - u_step[j])));
       if (count == 0) continue;
-      const bool vec = !bld && vec_ok && count == 4;
+      const bool vec = !bld && vec_ok && (kFull || count == 4);
       const long long at = u_at[j] + t0 * tstride;
       raw_u[j] = E::Load(gu + at, tstride, count, vec);
       raw_delta[j] = E::Load(gdelta + at, tstride, count, vec);
@@ -382,7 +384,7 @@ __global__ void __launch_bounds__(tuning::kMaxThreads, 2) SelectiveScanKernel(co
 #pragma unroll
       for (int k = 0; k < kBc; ++k) {
         const int t = bc_pk[k] >> 10;
-        if (bc_pk[k] < 0 || t >= tv) continue;
+        if (bc_pk[k] < 0 || (!kFull && t >= tv)) continue;
         const long long at = base + bc_offset(t, bc_pk[k] & 1023);
         if constexpr (kVarB) raw_b[k] = E::LoadOne(gB + at);
         if constexpr (kVarC) raw_c[k] = E::LoadOne(gC + at);
@@ -390,7 +392,8 @@ __global__ void __launch_bounds__(tuning::kMaxThreads, 2) SelectiveScanKernel(co
     }
   };
 
-  auto stage = [&](long long t0) {
+  auto stage = [&](long long t0, auto full_tag) {
+    constexpr bool kFull = decltype(full_tag)::value;
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) {
       if (!u_on[j]) continue;
@@ -400,7 +403,7 @@ __global__ void __launch_bounds__(tuning::kMaxThreads, 2) SelectiveScanKernel(co
       float gate[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const bool valid = t0 + u_step[j] + i < L;
+        const bool valid = kFull || t0 + u_step[j] + i < L;
         const float uf = valid ? E::Get(raw_u[j], i) : 0.f;
         float v = (valid ? E::Get(raw_delta[j], i) : 0.f) + u_bias[j];
         if (prm.softplus) v = Softplus(v);
@@ -428,8 +431,8 @@ __global__ void __launch_bounds__(tuning::kMaxThreads, 2) SelectiveScanKernel(co
         if (bc_pk[k] < 0) continue;
         const int t = bc_pk[k] >> 10;
         const int at = t * NP + (bc_pk[k] & 1023);
-        if constexpr (kVarB) s_B[at] = t < tv ? E::OneToFloat(raw_b[k]) : 0.f;
-        if constexpr (kVarC) s_C[at] = t < tv ? E::OneToFloat(raw_c[k]) : 0.f;
+        if constexpr (kVarB) s_B[at] = kFull || t < tv ? E::OneToFloat(raw_b[k]) : 0.f;
+        if constexpr (kVarC) s_C[at] = kFull || t < tv ? E::OneToFloat(raw_c[k]) : 0.f;
       }
       // Whatever the prefetch does not cover (large N, few rows per block): loads that wait.
       if (kBc * nthreads < T * N) {
@@ -438,8 +441,8 @@ __global__ void __launch_bounds__(tuning::kMaxThreads, 2) SelectiveScanKernel(co
           const int t = bld ? e / N : e % T;
           const int n = bld ? e % N : e / T;
           const long long at = base + bc_offset(t, n);
-          if constexpr (kVarB) s_B[t * NP + n] = t < tv ? E::ToFloat(gB[at]) : 0.f;
-          if constexpr (kVarC) s_C[t * NP + n] = t < tv ? E::ToFloat(gC[at]) : 0.f;
+          if constexpr (kVarB) s_B[t * NP + n] = kFull || t < tv ? E::ToFloat(gB[at]) : 0.f;
+          if constexpr (kVarC) s_C[t * NP + n] = kFull || t < tv ? E::ToFloat(gC[at]) : 0.f;
         }
       }
     }
@@ -486,11 +489,12 @@ __global__ void __launch_bounds__(tuning::kMaxThreads, 2) SelectiveScanKernel(co
     }
   };
 
-  auto finalize = [&](long long t0) {
+  auto finalize = [&](long long t0, auto full_tag) {
+    constexpr bool kFull = decltype(full_tag)::value;
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) {
       if (!u_on[j]) continue;
-      const int count = static_cast<int>(max(0LL, min(4LL, L - t0 - u_step[j])));
+      const int count = kFull ? 4 : static_cast<int>(max(0LL, min(4LL, L - t0 - u_step[j])));
       if (count == 0) continue;
       float4 acc = *reinterpret_cast<const float4*>(s_y + u_smem[j]);
       for (int q = 1; q < P; ++q) {
@@ -515,23 +519,48 @@ __global__ void __launch_bounds__(tuning::kMaxThreads, 2) SelectiveScanKernel(co
         acc.w *= x.w;
       }
       const float y[4] = {acc.x, acc.y, acc.z, acc.w};
-      E::Store(gy + u_at[j] + t0 * tstride, tstride, count, !bld && vec_ok && count == 4, y);
+      E::Store(gy + u_at[j] + t0 * tstride, tstride, count, !bld && vec_ok && (kFull || count == 4),
+               y);
     }
   };
 
-  const long long tiles = (L + T - 1) / T;
-  prefetch(0);
-  stage(0);
-  __syncthreads();
-  for (long long k = 0; k < tiles; ++k) {
-    const long long t0 = k * T;
-    if (k + 1 < tiles) prefetch(t0 + T);
+  // Every tile but the last two runs the kFull paths alone, so that the main loop carries none of
+  // the bounds checks (nor their registers); the tail tiles follow it.
+  using Full = std::true_type;
+  using Part = std::false_type;
+  constexpr std::integral_constant<int, 0> kNoNext{};
+  constexpr std::integral_constant<int, 1> kPartNext{};
+  constexpr std::integral_constant<int, 2> kFullNext{};
+  auto tile = [&](long long t0, auto cur_tag, auto next_tag) {
+    constexpr int kNext = decltype(next_tag)::value;
+    if constexpr (kNext == 2) prefetch(t0 + T, Full{});
+    if constexpr (kNext == 1) prefetch(t0 + T, Part{});
     compute(t0);
     __syncthreads();
-    finalize(t0);
-    if (k + 1 < tiles) stage(t0 + T);
+    finalize(t0, cur_tag);
+    if constexpr (kNext == 2) stage(t0 + T, Full{});
+    if constexpr (kNext == 1) stage(t0 + T, Part{});
     __syncthreads();
+  };
+  const long long full_tiles = L / T;
+  const bool has_part = full_tiles * T < L;
+  if (full_tiles > 0) {
+    prefetch(0, Full{});
+    stage(0, Full{});
+  } else {
+    prefetch(0, Part{});
+    stage(0, Part{});
   }
+  __syncthreads();
+  for (long long k = 0; k + 1 < full_tiles; ++k) tile(k * T, Full{}, kFullNext);
+  if (full_tiles > 0) {
+    if (has_part) {
+      tile((full_tiles - 1) * T, Full{}, kPartNext);
+    } else {
+      tile((full_tiles - 1) * T, Full{}, kNoNext);
+    }
+  }
+  if (has_part) tile(full_tiles * T, Part{}, kNoNext);
 
   if (prm.last_state && row_ok) {
 #pragma unroll
@@ -552,7 +581,8 @@ size_t SharedBytes(int S, int P, int R, int T, bool var_b, bool var_c) {
 
 template <typename E, int S, bool kVarB, bool kVarC>
 cudaError_t LaunchTyped(const Params& prm, unsigned int blocks, size_t smem, cudaStream_t stream) {
-  auto* kernel = &SelectiveScanKernel<E, S, kVarB, kVarC>;
+  auto* kernel = prm.bld ? &SelectiveScanKernel<E, S, kVarB, kVarC, true>
+                         : &SelectiveScanKernel<E, S, kVarB, kVarC, false>;
   if (smem > 48 * 1024) {
     const cudaError_t err = cudaFuncSetAttribute(
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));

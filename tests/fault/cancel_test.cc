@@ -2,6 +2,13 @@
 // in-process server (CPU backend) over gRPC with the real client. What must hold afterwards:
 // nothing is left behind (queue depth back to 0, every request the server read answered exactly
 // once) and nothing is stuck (later requests complete, shutdown drains at once).
+//
+// Checked to fail without the protection: with Job::Cancel() made a no-op (server/job.cc, built
+// in a scratch copy of the tree), QueuedRequestsLeaveOnCancelAndDeadline fails: the 24 requests
+// of the cancelled streams stay queued (depth 24, 24 of 48 answered) and the later full batch
+// times out behind them. The chaos test passes that mutant (with a 2 ms queue delay everything
+// runs soon anyway); it is there for answers mixed up or lost under random cancels, not for this.
+
 #include <atomic>
 #include <future>
 #include <memory>

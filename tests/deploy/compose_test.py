@@ -8,10 +8,10 @@ blackbox exporter, with compose.yaml's own commands, mounts, network and publish
 - the alert rules are loaded and none fires;
 - `compose stop` drains the server: its container exits with status 0.
 
-Where the registry images cannot be pulled, the override names the local stand-ins of
-scripts/deploy_monitoring_standins.sh (Debian's prometheus and blackbox exporter). Grafana is
-left out: it has neither a Debian package nor a reachable image here, so the dashboard is checked
-through its queries only.
+Where the registry images are not there, deploy/compose.offline.yaml is added: it names the
+local stand-ins of scripts/deploy_monitoring_standins.sh (Debian's prometheus and blackbox
+exporter). Grafana is left out: it has neither a Debian package nor a reachable image here, so
+the dashboard is checked through its queries only.
 
 The test builds nothing. Skipped (exit 77) without docker compose (v2 plugin or Debian's
 docker-compose), a docker daemon, the images, or with host ports 50051 or 9090 taken.
@@ -25,7 +25,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
 
@@ -37,8 +36,6 @@ try:
 except ImportError:
     skip("python3-yaml is not installed (Debian package python3-yaml)")
 
-STANDINS = {"prometheus": "scanserve-local/prometheus:debian12",
-            "blackbox": "scanserve-local/blackbox-exporter:debian12"}
 SERVICES = ("scanserve", "prometheus", "blackbox")
 PROMETHEUS = "http://127.0.0.1:9090"
 
@@ -86,27 +83,26 @@ def main():
     if not have_image(spec["services"]["scanserve"]["image"]):
         skip(f"image {spec['services']['scanserve']['image']} is not built "
              f"(scripts/deploy_images.sh)")
-    override = {"services": {}}
-    for service, standin in STANDINS.items():
-        image = spec["services"][service]["image"]
-        if have_image(image):
-            continue
-        if not have_image(standin):
-            skip(f"neither {image} nor its stand-in {standin} is there "
+    files = [os.path.join(DEPLOY, "compose.yaml")]
+    pinned = [spec["services"][s]["image"] for s in ("prometheus", "blackbox")]
+    if not all(have_image(image) for image in pinned):
+        offline = os.path.join(DEPLOY, "compose.offline.yaml")
+        with open(offline) as f:
+            standins = [s["image"] for s in yaml.safe_load(f)["services"].values()]
+        missing = [image for image in standins if not have_image(image)]
+        if missing:
+            skip(f"neither {pinned} nor the stand-ins {missing} are there "
                  f"(scripts/deploy_monitoring_standins.sh)")
-        override["services"][service] = {"image": standin}
-        print(f"{service}: {image} is not there; using {standin}")
+        files.append(offline)
+        print(f"{pinned} are not there; adding compose.offline.yaml ({standins})")
     for port in (50051, 9090):
         if port_taken(port):
             skip(f"host port {port}, which compose.yaml publishes, is in use")
 
-    work = tempfile.mkdtemp(prefix="scanserve-compose-")
-    override_path = os.path.join(work, "override.yaml")
-    with open(override_path, "w") as f:
-        yaml.safe_dump(override, f)
     project = f"scanserve-test-{os.getpid()}"
-    base = [*compose, "-p", project, "-f", os.path.join(DEPLOY, "compose.yaml"), "-f",
-            override_path]
+    base = [*compose, "-p", project]
+    for path in files:
+        base += ["-f", path]
 
     def run(*args, timeout=180):
         result = subprocess.run([*base, *args], capture_output=True, text=True, timeout=timeout)
@@ -170,7 +166,6 @@ def main():
     finally:
         subprocess.run([*base, "down", "-v", "--remove-orphans"], capture_output=True,
                        timeout=180)
-        shutil.rmtree(work, ignore_errors=True)
     print("compose OK")
 
 

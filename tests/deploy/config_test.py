@@ -106,6 +106,10 @@ def check_compose(f):
     needed = seconds(f["shutdown_grace"]) + seconds(f["drain_timeout"])
     check(stop >= needed, f"compose stop_grace_period {stop}s < shutdown_grace + drain {needed}s")
 
+    # The offline override swaps images only: commands, mounts and ports stay compose.yaml's.
+    for name, service in load("compose.offline.yaml")["services"].items():
+        check(name in services and set(service) == {"image"},
+              f"compose.offline.yaml: {name} must be a compose.yaml service with only an image")
     gpu = load("compose.gpu.yaml")["services"]["scanserve"]
     check(gpu["build"]["target"] == "cuda" and "cuda" in stages, "compose.gpu.yaml: not the cuda target")
     check("--backend=cuda" in gpu["command"], "compose.gpu.yaml does not run --backend=cuda")

@@ -1,12 +1,16 @@
 #include "scanserve/client.h"
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <deque>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 
@@ -103,7 +107,75 @@ std::pair<std::future<absl::StatusOr<Response>>, Callback<Response>> FutureCallb
           }};
 }
 
+absl::StatusOr<std::string> ReadFile(const std::string& path, const std::string& option) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    const int error = errno;
+    return absl::Status(absl::ErrnoToStatusCode(error),
+                        absl::StrCat(option, ": cannot open '", path, "': ", std::strerror(error)));
+  }
+  std::string out;
+  char buffer[8192];
+  size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof(buffer), file)) > 0) out.append(buffer, n);
+  const bool failed = std::ferror(file) != 0;
+  const int error = errno;
+  std::fclose(file);
+  if (failed) {
+    return absl::Status(absl::ErrnoToStatusCode(error),
+                        absl::StrCat(option, ": cannot read '", path, "': ", std::strerror(error)));
+  }
+  return out;
+}
+
+// One PEM of ClientOptions::Tls, from its inline or its file field.
+absl::StatusOr<std::string> TlsPem(const std::string& pem, const std::string& file,
+                                   const std::string& name) {
+  if (!pem.empty() && !file.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ClientOptions.tls: give ", name, "_pem or ", name, "_file, not both"));
+  }
+  if (file.empty()) return pem;
+  return ReadFile(file, absl::StrCat("ClientOptions.tls.", name, "_file"));
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> TlsCredentials(
+    const ClientOptions::Tls& tls) {
+  grpc::SslCredentialsOptions ssl;
+  absl::StatusOr<std::string> roots = TlsPem(tls.root_certs_pem, tls.root_certs_file, "root_certs");
+  if (!roots.ok()) return roots.status();
+  absl::StatusOr<std::string> chain = TlsPem(tls.cert_chain_pem, tls.cert_chain_file, "cert_chain");
+  if (!chain.ok()) return chain.status();
+  absl::StatusOr<std::string> key =
+      TlsPem(tls.private_key_pem, tls.private_key_file, "private_key");
+  if (!key.ok()) return key.status();
+  if (chain->empty() != key->empty()) {
+    return absl::InvalidArgumentError(
+        "ClientOptions.tls: a client certificate needs its private key and a key its certificate");
+  }
+  ssl.pem_root_certs = *std::move(roots);
+  ssl.pem_cert_chain = *std::move(chain);
+  ssl.pem_private_key = *std::move(key);
+  return grpc::SslCredentials(ssl);
+}
+
 }  // namespace
+
+absl::StatusOr<std::string> ReadBearerTokenFile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path, "token file");
+  if (!text.ok()) return text.status();
+  size_t pos = 0;
+  while (pos < text->size()) {
+    size_t end = text->find('\n', pos);
+    if (end == std::string::npos) end = text->size();
+    std::string line = text->substr(pos, end - pos);
+    pos = end + 1;
+    absl::StripAsciiWhitespace(&line);
+    if (!line.empty() && line.front() != '#') return line;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("token file '", path, "': holds no token (only blank lines and '#' comments)"));
+}
 
 const char* HealthStatusName(HealthStatus status) {
   switch (status) {
@@ -195,8 +267,27 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ClientOptions& opti
   }
   args.SetInt(GRPC_ARG_ENABLE_RETRIES, options.retry_max_attempts > 1 ? 1 : 0);
   args.SetServiceConfigJSON(ServiceConfigJson(options));
-  std::shared_ptr<grpc::ChannelCredentials> credentials =
-      options.credentials ? options.credentials : grpc::InsecureChannelCredentials();
+  std::shared_ptr<grpc::ChannelCredentials> credentials = options.credentials;
+  const ClientOptions::Tls& tls = options.tls;
+  if (!tls.enabled &&
+      !(tls.root_certs_file + tls.root_certs_pem + tls.cert_chain_file + tls.cert_chain_pem +
+        tls.private_key_file + tls.private_key_pem + tls.server_name)
+           .empty()) {
+    return absl::InvalidArgumentError(
+        "ClientOptions.tls: certificates or a server name are set but tls.enabled is false");
+  }
+  if (options.tls.enabled) {
+    if (credentials != nullptr) {
+      return absl::InvalidArgumentError("ClientOptions: set credentials or enable tls, not both");
+    }
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> tls = TlsCredentials(options.tls);
+    if (!tls.ok()) return tls.status();
+    credentials = *std::move(tls);
+    if (!options.tls.server_name.empty()) {
+      args.SetSslTargetNameOverride(options.tls.server_name);
+    }
+  }
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(options.target, credentials, args);
   if (channel == nullptr) {

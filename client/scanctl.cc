@@ -30,7 +30,19 @@ ABSL_FLAG(std::string, target, "localhost:50051",
           "Server address: host:port, or a gRPC URI such as dns:///scanserve:50051");
 ABSL_FLAG(int64_t, deadline_ms, 30000, "Deadline of each call in milliseconds; 0 = none");
 ABSL_FLAG(std::string, token, "",
-          "Bearer token: every call carries 'authorization: Bearer <token>'");
+          "Bearer token: every call carries 'authorization: Bearer <token>' (visible in the "
+          "process list; prefer --token_file)");
+ABSL_FLAG(std::string, token_file, "",
+          "File whose first token (blank lines and '#' comments skipped) is the bearer token");
+ABSL_FLAG(bool, tls, false,
+          "Connect with TLS, trusting the system's CA certificates (implied by --tls_ca, "
+          "--tls_cert, --tls_key)");
+ABSL_FLAG(std::string, tls_ca, "", "TLS: PEM CA certificates that sign the server's certificate");
+ABSL_FLAG(std::string, tls_cert, "",
+          "TLS: PEM client certificate, for servers that verify clients (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "TLS: PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "TLS: name the server's certificate must carry when it differs from --target's host");
 ABSL_FLAG(std::string, load_balancing, "",
           "gRPC load-balancing policy: round_robin or pick_first (gRPC's default)");
 ABSL_FLAG(
@@ -109,8 +121,14 @@ Commands:
   bench    closed-loop load: --concurrency callers, --requests or --duration; prints throughput,
            latency percentiles and errors by status (--json for scripts)
 
+Connection flags (every command): --target, --deadline_ms, --load_balancing; TLS with --tls (system
+CAs) or --tls_ca=ca.pem, mutual TLS adding --tls_cert=client.pem --tls_key=client.key,
+--tls_server_name when the certificate's name differs from --target; a bearer token with
+--token_file=FILE (or --token=TOKEN).
+
 Examples:
   scanctl health --target=localhost:50051
+  scanctl info --target=scanserve.example:50051 --tls_ca=ca.pem --token_file=token.txt
   scanctl run --op=linear_scan --shape=4,256,4096 --dtype=bfloat16 --with=b,c,h0 --verify
   scanctl run --op=selective_scan --shape=2,64,2048 --state_dim=16 --groups=2 --delta_softplus \
       --with=D,z,delta_bias --verify
@@ -125,6 +143,22 @@ absl::StatusOr<std::unique_ptr<Client>> MakeClient() {
   ClientOptions options;
   options.target = absl::GetFlag(FLAGS_target);
   options.bearer_token = absl::GetFlag(FLAGS_token);
+  const std::string token_file = absl::GetFlag(FLAGS_token_file);
+  if (!token_file.empty()) {
+    if (!options.bearer_token.empty()) {
+      return absl::InvalidArgumentError("--token, --token_file: give one, not both");
+    }
+    absl::StatusOr<std::string> token = ReadBearerTokenFile(token_file);
+    if (!token.ok()) return token.status();
+    options.bearer_token = *std::move(token);
+  }
+  options.tls.root_certs_file = absl::GetFlag(FLAGS_tls_ca);
+  options.tls.cert_chain_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls.private_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  options.tls.enabled = absl::GetFlag(FLAGS_tls) || !options.tls.root_certs_file.empty() ||
+                        !options.tls.cert_chain_file.empty() ||
+                        !options.tls.private_key_file.empty() || !options.tls.server_name.empty();
   options.load_balancing = absl::GetFlag(FLAGS_load_balancing);
   const int64_t deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
   options.default_timeout =

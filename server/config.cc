@@ -16,6 +16,18 @@ absl::Status OutOfRange(const std::string& setting, const std::string& rule, int
 absl::Status ValidateConfig(const ServerConfig& c) {
   if (c.port < 0 || c.port > 65535) return OutOfRange("port", "must be in [0, 65535]", c.port);
   if (c.host.empty()) return absl::InvalidArgumentError("host: must not be empty");
+  if (c.tls.enabled() && (c.tls.cert_file.empty() || c.tls.key_file.empty())) {
+    return absl::InvalidArgumentError(
+        "tls_cert_file, tls_key_file: TLS needs both the certificate and its private key");
+  }
+  if (!c.tls.client_ca_file.empty() && !c.tls.enabled()) {
+    return absl::InvalidArgumentError(
+        "tls_client_ca_file: verifying client certificates needs TLS (tls_cert_file and "
+        "tls_key_file)");
+  }
+  if (c.max_concurrent_streams < 1) {
+    return OutOfRange("max_concurrent_streams", "must be >= 1", c.max_concurrent_streams);
+  }
   if (c.backend.cpu_threads < 0) {
     return OutOfRange("cpu_threads", "must be >= 0 (0 = one per hardware thread)",
                       c.backend.cpu_threads);

@@ -1,7 +1,7 @@
 // Everything the server can be configured with, as one plain struct. main.cc fills it from
 // command-line flags; tests build it directly. Components read only the part they need and never
-// read flags themselves. The defaults serve out of the box: gRPC on 0.0.0.0:50051, Prometheus
-// metrics on 0.0.0.0:9090, the best backend the machine has.
+// read flags themselves. The defaults serve out of the box: gRPC on 0.0.0.0:50051 in plaintext
+// without authentication, Prometheus metrics on 0.0.0.0:9090, the best backend the machine has.
 //
 // Ownership: a value type. Thread-safety: none needed; it is read-only once the server starts.
 #ifndef SCANSERVE_SERVER_CONFIG_H_
@@ -32,6 +32,18 @@ struct RequestLimits {
   int64_t max_state_dim = kMaxStateDimSupported;
 };
 
+// Transport security of the gRPC port. Files are PEM and read once, at ScanServer::Start.
+struct TlsConfig {
+  // Server certificate chain and its private key: both set turns TLS on, neither keeps plaintext.
+  std::string cert_file;
+  std::string key_file;
+  // CA certificates that sign client certificates. Set, every client must present a certificate
+  // that verifies against them (mutual TLS); requires cert_file and key_file.
+  std::string client_ca_file;
+
+  bool enabled() const { return !cert_file.empty() || !key_file.empty(); }
+};
+
 struct ServerConfig {
   // gRPC listen address and port; port 0 picks a free port (ScanServer::Start returns it).
   std::string host = "0.0.0.0";
@@ -39,6 +51,15 @@ struct ServerConfig {
   // HTTP address of the Prometheus /metrics endpoint, "host:port". "127.0.0.1:9090" serves it to
   // this machine only; an empty string disables it.
   std::string metrics_address = "0.0.0.0:9090";
+
+  TlsConfig tls;
+  // File of accepted bearer tokens (auth.h describes the format). Set, every call except health
+  // checks and reflection must carry "authorization: Bearer <token>" or fails UNAUTHENTICATED;
+  // ScanServer::ReloadTokens rereads it. Empty accepts every call.
+  std::string auth_token_file;
+  // HTTP/2 streams (calls) one client connection may have open at once; further calls wait in the
+  // client until one finishes. Bounds what one connection can hold on the server.
+  int max_concurrent_streams = 1024;
 
   BackendConfig backend;
   BatchingConfig batching;

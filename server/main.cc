@@ -1,5 +1,6 @@
 // scanserve_server: reads flags into a ServerConfig, starts the server and shuts it down
-// gracefully on SIGTERM or SIGINT (exit status 0).
+// gracefully on SIGTERM or SIGINT (exit status 0). SIGHUP rereads --auth_token_file. A setting
+// or file the server cannot use (certificate, key, token file) fails the start with exit status 1.
 #include <pthread.h>
 #include <signal.h>
 
@@ -8,7 +9,6 @@
 #include <cstdlib>
 #include <iostream>
 #include <string>
-#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -24,6 +24,17 @@ const scanserve::ServerConfig kDefaults;
 
 ABSL_FLAG(std::string, host, kDefaults.host, "gRPC listen address (0.0.0.0: every interface).");
 ABSL_FLAG(int, port, kDefaults.port, "gRPC port; 0 picks a free one (logged at start).");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain of the gRPC port; with --tls_key_file turns TLS on.");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file.");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA certificates; set, clients must present a certificate they signed (mutual TLS).");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File of accepted bearer tokens, one per line ('#' comments, blank lines ignored); set, "
+          "calls other than health and reflection need 'authorization: Bearer <token>'. SIGHUP "
+          "rereads it.");
+ABSL_FLAG(int, max_concurrent_streams, kDefaults.max_concurrent_streams,
+          "Calls one client connection may have open at once; more wait in the client.");
 ABSL_FLAG(std::string, metrics_address, kDefaults.metrics_address,
           "host:port of the Prometheus /metrics endpoint; 127.0.0.1:9090 serves this machine "
           "only; empty disables it.");
@@ -69,6 +80,11 @@ scanserve::ServerConfig ConfigFromFlags() {
   c.host = absl::GetFlag(FLAGS_host);
   c.port = absl::GetFlag(FLAGS_port);
   c.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  c.tls.cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  c.tls.key_file = absl::GetFlag(FLAGS_tls_key_file);
+  c.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  c.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  c.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   c.backend.kind = absl::GetFlag(FLAGS_backend);
   c.backend.cpu_threads = absl::GetFlag(FLAGS_cpu_threads);
   c.backend.cuda_streams_per_device = absl::GetFlag(FLAGS_cuda_streams_per_device);
@@ -98,15 +114,19 @@ void Log(const std::string& line) {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serves the scan operations of scanserve.v1.ScanService over gRPC.\n"
-      "  scanserve_server [--port=50051] [--backend=auto|cpu|cuda] [--metrics_address=...]");
+      "  scanserve_server [--port=50051] [--backend=auto|cpu|cuda] [--metrics_address=...]\n"
+      "                   [--tls_cert_file=... --tls_key_file=... [--tls_client_ca_file=...]]\n"
+      "                   [--auth_token_file=...]");
   absl::ParseCommandLine(argc, argv);
 
-  // Blocked before any thread starts, so every thread inherits the mask and only the waiting
-  // thread below ever receives these signals.
+  // Blocked before any thread starts, so every thread inherits the mask and the signals are only
+  // ever taken by sigwait below: no signal handler runs, so reloading and shutting down are
+  // ordinary code rather than async-signal-safe code.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const scanserve::ServerConfig config = ConfigFromFlags();
@@ -122,10 +142,27 @@ int main(int argc, char** argv) {
                                      : "metrics on http://" + config.metrics_address + "/metrics");
   Log("batching: max " + std::to_string(config.batching.max_batch_requests) +
       " requests, max queue delay " + absl::FormatDuration(config.batching.max_queue_delay));
+  Log(!config.tls.enabled()               ? std::string("transport: plaintext")
+      : config.tls.client_ca_file.empty() ? "transport: TLS"
+                                          : "transport: mutual TLS (client certificates verified)");
+  Log(config.auth_token_file.empty()
+          ? std::string("authentication: none")
+          : "authentication: bearer tokens (" + std::to_string(server.token_count()) + " from " +
+                config.auth_token_file + "; SIGHUP rereads it)");
 
   int received = 0;
-  std::thread waiter([&] { sigwait(&signals, &received); });
-  waiter.join();
+  while (true) {
+    if (sigwait(&signals, &received) != 0) continue;
+    if (received != SIGHUP) break;
+    if (config.auth_token_file.empty()) {
+      Log("received SIGHUP: no --auth_token_file, nothing to reload");
+      continue;
+    }
+    const absl::Status reloaded = server.ReloadTokens();
+    Log(reloaded.ok() ? "received SIGHUP: reloaded " + std::to_string(server.token_count()) +
+                            " tokens from " + config.auth_token_file
+                      : "received SIGHUP: token reload failed: " + reloaded.ToString());
+  }
   Log(std::string("received ") + (received == SIGINT ? "SIGINT" : "SIGTERM") +
       ": draining (health NOT_SERVING)");
   const absl::Time start = absl::Now();

@@ -18,6 +18,49 @@ std::string ListenAddress(const std::string& host, int port) {
   return (ipv6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
+// A PEM file's content, with an error naming the setting when it cannot be read or holds no PEM
+// block of the expected kind (gRPC would only say later that the port could not be bound).
+absl::StatusOr<std::string> ReadPem(const std::string& setting, const std::string& path,
+                                    const std::string& block) {
+  absl::StatusOr<std::string> pem = ReadFileToString(path);
+  if (!pem.ok()) {
+    return absl::Status(pem.status().code(), setting + ": " + std::string(pem.status().message()));
+  }
+  if (pem->find("-----BEGIN ") == std::string::npos ||
+      pem->find(block + "-----") == std::string::npos) {
+    return absl::InvalidArgumentError(setting + ": '" + path + "' holds no PEM " + block);
+  }
+  return pem;
+}
+
+// The credentials of the gRPC port: TLS per config.tls, tokens per `authenticator`.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
+    const TlsConfig& tls, std::shared_ptr<TokenAuthenticator> authenticator) {
+  if (!tls.enabled()) {
+    if (authenticator == nullptr) return grpc::InsecureServerCredentials();
+    return PlaintextCredentialsWithTokens(std::move(authenticator));
+  }
+  absl::StatusOr<std::string> cert = ReadPem("tls_cert_file", tls.cert_file, "CERTIFICATE");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPem("tls_key_file", tls.key_file, "PRIVATE KEY");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions options(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  if (!tls.client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca =
+        ReadPem("tls_client_ca_file", tls.client_ca_file, "CERTIFICATE");
+    if (!ca.ok()) return ca.status();
+    options.pem_root_certs = *std::move(ca);
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  options.pem_key_cert_pairs.push_back({*std::move(key), *std::move(cert)});
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::SslServerCredentials(options);
+  if (authenticator != nullptr) {
+    credentials->SetAuthMetadataProcessor(
+        std::make_shared<TokenAuthMetadataProcessor>(std::move(authenticator)));
+  }
+  return credentials;
+}
+
 }  // namespace
 
 ScanServer::ScanServer(ServerConfig config) : config_(std::move(config)) {}
@@ -26,6 +69,19 @@ ScanServer::~ScanServer() { Shutdown(); }
 
 absl::StatusOr<int> ScanServer::Start() {
   if (absl::Status valid = ValidateConfig(config_); !valid.ok()) return valid;
+  // Security files first: a deployment mistake there should fail before any backend starts.
+  if (!config_.auth_token_file.empty()) {
+    absl::StatusOr<std::shared_ptr<TokenAuthenticator>> authenticator =
+        TokenAuthenticator::FromFile(config_.auth_token_file);
+    if (!authenticator.ok()) {
+      return absl::Status(authenticator.status().code(),
+                          "auth_token_file: " + std::string(authenticator.status().message()));
+    }
+    authenticator_ = *std::move(authenticator);
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeCredentials(config_.tls, authenticator_);
+  if (!credentials.ok()) return credentials.status();
   absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(config_.backend);
   if (!backend.ok()) return backend.status();
   backend_ = std::move(*backend);
@@ -50,10 +106,11 @@ absl::StatusOr<int> ScanServer::Start() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const std::string address = ListenAddress(config_.host, config_.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(address, *credentials, &port_);
   builder.RegisterService(service_.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.limits.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config_.limits.max_message_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, config_.max_concurrent_streams);
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
     server_.reset();
@@ -102,6 +159,22 @@ void ScanServer::Shutdown() {
   } else if (executor_) {
     executor_->Drain();
   }
+}
+
+absl::Status ScanServer::ReloadTokens() {
+  if (authenticator_ == nullptr) {
+    return absl::FailedPreconditionError("auth_token_file: not set, the server takes no tokens");
+  }
+  absl::Status status = authenticator_->Reload();
+  if (!status.ok()) {
+    return absl::Status(status.code(), "auth_token_file: " + std::string(status.message()) +
+                                           "; the previous tokens stay in force");
+  }
+  return absl::OkStatus();
+}
+
+size_t ScanServer::token_count() const {
+  return authenticator_ ? authenticator_->token_count() : 0;
 }
 
 std::string ScanServer::backend_name() const {

@@ -1,6 +1,10 @@
 // The whole server: backend, metrics, executor and the gRPC server with the scan service, the
 // standard health service (also under "scanserve.v1.ScanService") and server reflection.
 //
+// Security: config.tls turns TLS (and with a client CA, mutual TLS) on for the gRPC port;
+// config.auth_token_file requires a bearer token on every call but health and reflection (auth.h).
+// Certificate, key and token files are read at Start; a missing or malformed one fails Start.
+//
 // Lifecycle: construct with a config, Start() once, Shutdown() once (the destructor shuts down if
 // needed). Shutdown is graceful: health turns NOT_SERVING, new calls are still accepted for
 // config.shutdown_grace, then the server stops accepting, runs every queued and running job to
@@ -20,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "scanserve/backend.h"
+#include "server/auth.h"
 #include "server/config.h"
 #include "server/executor.h"
 #include "server/metrics.h"
@@ -45,6 +50,12 @@ class ScanServer {
   // Graceful stop; see the file comment. Idempotent.
   void Shutdown();
 
+  // Rereads config.auth_token_file (after Start). On error the tokens in force stay and the error
+  // says why; FAILED_PRECONDITION when the server takes no tokens. Safe from any thread.
+  absl::Status ReloadTokens();
+  // Tokens accepted now; 0 when the server takes no tokens.
+  size_t token_count() const;
+
   int port() const { return port_; }
   // The port /metrics is served on (the chosen one when metrics_address asks for port 0); 0 when
   // metrics are disabled.
@@ -62,6 +73,7 @@ class ScanServer {
   const ServerConfig config_;
   int port_ = 0;
   int metrics_port_ = 0;
+  std::shared_ptr<TokenAuthenticator> authenticator_;  // null without auth_token_file
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<Executor> executor_;

@@ -10,10 +10,12 @@ target_link_libraries(scanserve_validation PUBLIC scanserve_ops scanserve_proto
 
 # Handlers and server assembly.
 add_library(scanserve_service
+  ${CMAKE_CURRENT_SOURCE_DIR}/auth.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/service.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/server.cc)
 target_link_libraries(scanserve_service PUBLIC scanserve_validation scanserve_runtime
-  scanserve_backends scanserve_proto gRPC::grpc++ gRPC::grpc++_reflection absl::synchronization)
+  scanserve_backends scanserve_proto gRPC::grpc gRPC::grpc++ gRPC::grpc++_reflection absl::strings
+  absl::synchronization)
 target_compile_definitions(scanserve_service PRIVATE SCANSERVE_VERSION="${PROJECT_VERSION}")
 
 add_executable(scanserve_server ${CMAKE_CURRENT_SOURCE_DIR}/main.cc)

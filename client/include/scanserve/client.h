@@ -105,17 +105,41 @@ struct ClientOptions {
   // for a connection instead of failing UNAVAILABLE at once. Per call: CallOptions.
   bool wait_for_ready = false;
 
-  // Transport security. Null means plaintext (grpc::InsecureChannelCredentials()). For TLS pass
-  // grpc::SslCredentials(grpc::SslCredentialsOptions{.pem_root_certs = ...}).
+  // Transport security: TLS when tls.enabled, plaintext otherwise. Each PEM may be given inline
+  // (*_pem) or as a file (*_file), not both.
+  struct Tls {
+    bool enabled = false;
+    // CA certificates that sign the server's certificate; both empty trusts the system's roots.
+    std::string root_certs_file;
+    std::string root_certs_pem;
+    // Client certificate chain and private key, for servers that verify clients (mutual TLS).
+    // Give both or neither.
+    std::string cert_chain_file;
+    std::string cert_chain_pem;
+    std::string private_key_file;
+    std::string private_key_pem;
+    // The name the server's certificate must carry, when it differs from the target's host (e.g.
+    // connecting to an IP address, or through a tunnel). Empty: the target's host.
+    std::string server_name;
+  };
+  Tls tls;
+
+  // Any other channel credentials (ALTS, XDS, ...); set, tls must be left disabled. Null uses tls.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
 
-  // When non-empty, every call carries the metadata "authorization: Bearer <bearer_token>".
-  // Send tokens over TLS only: on a plaintext channel anyone on the path can read them.
+  // When non-empty, every call carries the metadata "authorization: Bearer <bearer_token>",
+  // which a server started with --auth_token_file requires (health checks excepted). Send tokens
+  // over TLS only: on a plaintext channel anyone on the path can read them.
   std::string bearer_token;
 
   // Extra metadata sent with every call (e.g. {"x-tenant", "a"}). Keys must be lowercase.
   std::vector<std::pair<std::string, std::string>> metadata;
 };
+
+// The first token of a token file in the server's format (one per line, blank lines and '#'
+// comments skipped, whitespace trimmed): for ClientOptions::bearer_token. NOT_FOUND etc. when the
+// file cannot be read, INVALID_ARGUMENT when it holds no token.
+absl::StatusOr<std::string> ReadBearerTokenFile(const std::string& path);
 
 // Per-call overrides. Default-constructed, a call uses the ClientOptions.
 struct CallOptions {
@@ -145,7 +169,8 @@ class Stream;
 class Client {
  public:
   // Creates the channel; connecting is lazy (the first call connects). INVALID_ARGUMENT for an
-  // empty target or inconsistent options (e.g. retry_max_attempts < 1).
+  // empty target or inconsistent options (e.g. retry_max_attempts < 1, a PEM given both inline and
+  // as a file, a certificate without its key); the file's error when a TLS file cannot be read.
   static absl::StatusOr<std::unique_ptr<Client>> Create(const ClientOptions& options);
 
   ~Client();

@@ -7,7 +7,8 @@
 // The kernels are called through the entry points the backend uses (scan_kernels.h) on device
 // pointers; descriptors are copied to the device before timing, so the timed region holds what a
 // batch's launch enqueues (look-back reset and kernels) and nothing else. Times are medians of
-// many launches, each between two CUDA events, after warm-up, rotating over input sets that
+// many launches, each between two CUDA events, queued behind a spin kernel so that host launch
+// gaps stay out of them, after warm-up, rotating over input sets that
 // together exceed the L2 several times. One row of each case is checked against a float64
 // recurrence on the host, so a fast wrong kernel cannot pass unnoticed.
 //
@@ -71,6 +72,17 @@ __global__ void Fill(T* p, int64_t n, uint32_t seed, float lo, float hi) {
       p[i] = __float2bfloat16_rn(v);
     }
   }
+}
+
+// Holds the stream for `ns` nanoseconds, so that the timed launches queue up behind it and run
+// back to back: each then measures the kernels, not the host's launch rate.
+__global__ void Spin(unsigned long long ns) {
+  unsigned long long t0;
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
 }
 
 void FillDevice(void* p, DType dtype, int64_t n, uint32_t seed, float lo, float hi) {
@@ -484,6 +496,8 @@ Result RunCase(const Case& c, int runs_wanted, size_t l2_bytes) {
   // About a quarter second of timed launches, between 20 and max_runs of them.
   const int runs = std::clamp(static_cast<int>(250.0 / std::max(est, 0.001f)), 20, max_runs);
 
+  Spin<<<1, 1, 0, stream>>>(2000000ull + 20000ull * runs);
+  CHECK_CUDA(cudaGetLastError());
   for (int i = 0; i < runs; ++i) {
     const int s = (i + 1) % sets;
     CHECK_CUDA(cudaEventRecord(ev[2 * i], stream));

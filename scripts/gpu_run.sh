@@ -12,6 +12,7 @@
 #   --tests            GPU_TESTS: comma-separated binaries of .bundle/bin, "none" for none;
 #                      default every *_test there
 #   --filter           GPU_FILTER: gtest filter for the tests (default *)
+#   --test-args        GPU_TEST_ARGS: extra arguments for every test binary (e.g. --gtest_repeat=3)
 #   --sanitize         GPU_SANITIZE: compute-sanitizer tools, e.g. memcheck,racecheck (default none)
 #   --sanitize-tests   GPU_SANITIZE_TESTS: binaries the sanitizer runs (default cuda_backend_test)
 #   --sanitize-filter  GPU_SANITIZE_FILTER: gtest filter under the sanitizer (default *)
@@ -30,6 +31,7 @@ export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 tests=${GPU_TESTS:-}
 filter=${GPU_FILTER:-*}
+test_args=${GPU_TEST_ARGS:-}
 sanitize=${GPU_SANITIZE:-none}
 sanitize_tests=${GPU_SANITIZE_TESTS:-cuda_backend_test}
 sanitize_filter=${GPU_SANITIZE_FILTER:-*}
@@ -40,6 +42,7 @@ while (($#)); do
   case $1 in
     --tests) tests=$2 ;;
     --filter) filter=$2 ;;
+    --test-args) test_args=$2 ;;
     --sanitize) sanitize=$2 ;;
     --sanitize-tests) sanitize_tests=$2 ;;
     --sanitize-filter) sanitize_filter=$2 ;;
@@ -129,8 +132,9 @@ for t in "${test_list[@]}"; do
     continue
   fi
   echo "== test $t (filter $filter)"
+  # shellcheck disable=SC2086  # test_args is a word list on purpose
   step "test $t" "$out/$t.log" "$bundle/bin/$t" --gtest_filter="$filter" \
-    --gtest_output=json:"$out/$t.json" --gtest_color=no
+    --gtest_output=json:"$out/$t.json" --gtest_color=no $test_args
   read -r n p f s < <(gtest_counts "$out/$t.json" "$out/$t.log")
   status=$([[ $step_rc == 0 ]] && echo ok || echo "FAIL($step_rc)")
   summary+=("$(printf '%-40s %-8s %5ss  tests %s passed %s failed %s skipped %s' "test $t" "$status" "$step_secs" "$n" "$p" "$f" "$s")")

@@ -138,8 +138,12 @@ int main(int argc, char** argv) {
   }
   Log("listening for gRPC on " + config.host + ":" + std::to_string(*port));
   Log("backend " + server.backend_name() + (config.backend.kind == "auto" ? " (auto)" : ""));
+  // The bound port, which differs from the configured one when that asks for a free port (0).
+  const std::string metrics_host =
+      config.metrics_address.substr(0, config.metrics_address.rfind(':'));
   Log(config.metrics_address.empty() ? std::string("metrics disabled")
-                                     : "metrics on http://" + config.metrics_address + "/metrics");
+                                     : "metrics on http://" + metrics_host + ":" +
+                                           std::to_string(server.metrics_port()) + "/metrics");
   Log("batching: max " + std::to_string(config.batching.max_batch_requests) +
       " requests, max queue delay " + absl::FormatDuration(config.batching.max_queue_delay));
   Log(!config.tls.enabled()               ? std::string("transport: plaintext")

@@ -108,11 +108,13 @@ struct TensorRef {
 
 // Whether every full thread of every row of the group finds its items of each tensor at a 16-byte
 // boundary: contiguous rows whose starts and (for reverse scans) ends are aligned. Such groups run
-// the vector-only kernel variant; the others the variant that realigns through shared memory.
+// the vector-only kernel variant (while Tuning::kPerThreadVectors is on); the others the variant
+// that realigns through shared memory.
 // Both compute the same values in the same order.
 inline bool Aligned(const RowGeometry& g, bool reverse, std::initializer_list<TensorRef> tensors) {
-  if (g.step_stride != 1) return false;
+  bool ok = Tuning::kPerThreadVectors && g.step_stride == 1;
   for (const TensorRef& t : tensors) {
+    if (!ok) break;
     if (t.data == nullptr) continue;
     const size_t e = t.element_bytes;
     if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) return false;
@@ -122,7 +124,7 @@ inline bool Aligned(const RowGeometry& g, bool reverse, std::initializer_list<Te
     }
     if (reverse && static_cast<size_t>(g.length) * e % 16 != 0) return false;
   }
-  return true;
+  return ok;
 }
 
 constexpr size_t AlignUp(size_t v, size_t a) { return (v + a - 1) / a * a; }

@@ -10,9 +10,9 @@
 //   4. for rows of several tiles, a look-back over the tiles before it in its window of
 //      kLookbackWindow tiles (a fixed tree over fixed lanes) plus the previous window's prefix;
 //   5. each thread then re-runs its recurrence from the state entering it.
-// Loads and stores pick 16-byte vectors or a coalesced scalar path through shared memory per warp
-// from the data's alignment; both give the same values in the same registers, so alignment never
-// changes results.
+// Loads and stores go through a coalesced scalar path through shared memory per warp (per-thread
+// 16-byte vectors exist behind Tuning::kPerThreadVectors); both give the same values in the same
+// registers, so neither alignment nor that switch changes results.
 #ifndef SCANSERVE_KERNELS_CUDA_SCAN_DEVICE_CUH_
 #define SCANSERVE_KERNELS_CUDA_SCAN_DEVICE_CUH_
 
@@ -268,7 +268,7 @@ __device__ __forceinline__ void LoadItems(const T* __restrict__ row, const RowVi
   if constexpr (kAligned) {
     vector = sp.count == kIpt;
   } else {
-    vector = __all_sync(kFull, VectorOk(row, v, sp));
+    vector = Tuning::kPerThreadVectors && __all_sync(kFull, VectorOk(row, v, sp));
   }
   if (vector) {
     if (kAligned || sp.count == kIpt) {
@@ -328,7 +328,7 @@ __device__ __forceinline__ void StoreItems(T* __restrict__ row, const RowView& v
   if constexpr (kAligned) {
     vector = sp.count == kIpt;
   } else {
-    vector = __all_sync(kFull, VectorOk(row, v, sp));
+    vector = Tuning::kPerThreadVectors && __all_sync(kFull, VectorOk(row, v, sp));
   }
   if (vector) {
     if (kAligned || sp.count == kIpt) {

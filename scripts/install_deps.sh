@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  curl prometheus prometheus-blackbox-exporter python3-yaml shellcheck
+  curl openssl prometheus prometheus-blackbox-exporter python3-yaml shellcheck
 )
 missing=()
 for p in "${packages[@]}"; do

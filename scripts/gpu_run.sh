@@ -20,6 +20,12 @@
 #                      cuda_*bench* there. Each gets --json FILE, then the bench args.
 #   --bench-args       GPU_BENCH_ARGS: extra arguments for every benchmark; BENCH_ARGS_<name>
 #                      (name with - as _) adds arguments for one
+#   --serve            GPU_SERVE: start .bundle/bin/scanserve_server with these arguments (e.g.
+#                      "--port=50051 --backend=cuda"), wait for its health check, run the
+#                      --serve-bench loads with scanctl against it, then stop it by its PID
+#   --serve-bench      GPU_SERVE_BENCH: ';'-separated argument lists of `scanctl bench` (each gets
+#                      --target and --json), e.g. "--op=linear_scan --shape=1,64,1024
+#                      --concurrency=256 --duration=10s;--op=echo --payload_bytes=16777216"
 #   --step-timeout     GPU_STEP_TIMEOUT: seconds any one step may run (default 240)
 # Example, through the device tool:
 #   run(command="bash scripts/gpu_run.sh --tests cuda_backend_test --benches none",
@@ -38,6 +44,8 @@ sanitize_filter=${GPU_SANITIZE_FILTER:-*}
 benches=${GPU_BENCHES:-}
 bench_args=${GPU_BENCH_ARGS:-}
 step_timeout=${GPU_STEP_TIMEOUT:-240}
+serve=${GPU_SERVE:-}
+serve_bench=${GPU_SERVE_BENCH:-}
 while (($#)); do
   case $1 in
     --tests) tests=$2 ;;
@@ -49,6 +57,8 @@ while (($#)); do
     --benches) benches=$2 ;;
     --bench-args) bench_args=$2 ;;
     --step-timeout) step_timeout=$2 ;;
+    --serve) serve=$2 ;;
+    --serve-bench) serve_bench=$2 ;;
     *)
       echo "gpu_run: unknown option $1 (see the header of $0)" >&2
       exit 2
@@ -185,6 +195,40 @@ for b in "${bench_list[@]}"; do
   summary+=("$(printf '%-40s %-8s %5ss  json %s' "bench $b" "$status" "$step_secs" "$([[ -s $out/$b.json ]] && echo written || echo missing)")")
   bench_logs+=("$out/$b.log")
 done
+
+if [[ -n $serve ]]; then
+  port=$(grep -Eo -- '--port=[0-9]+' <<<"$serve" | cut -d= -f2)
+  target=localhost:${port:-50051}
+  echo "== serve: scanserve_server $serve"
+  # shellcheck disable=SC2086  # the server's arguments are a word list on purpose
+  "$bundle/bin/scanserve_server" $serve >"$out/server.log" 2>&1 &
+  server_pid=$!
+  if "$bundle/bin/scanctl" health --wait --deadline_ms=60000 --target="$target" >>"$out/server.log" 2>&1; then
+    summary+=("$(printf '%-40s %-8s %s' "serve" ok "pid $server_pid on $target")")
+    "$bundle/bin/scanctl" info --target="$target" --json >"$out/server-info.json" 2>&1
+    IFS=';' read -ra loads <<<"$serve_bench"
+    n=0
+    for load in "${loads[@]}"; do
+      [[ -z ${load// /} ]] && continue
+      n=$((n + 1))
+      echo "== serve bench $n: scanctl bench $load"
+      t0=$SECONDS
+      # shellcheck disable=SC2086
+      timeout -k 10 "$step_timeout" "$bundle/bin/scanctl" bench --target="$target" --json $load \
+        >"$out/serve-bench-$n.json" 2>>"$out/server.log"
+      step_rc=$?
+      step_secs=$((SECONDS - t0))
+      cat "$out/serve-bench-$n.json"
+      status=$([[ $step_rc == 0 ]] && echo ok || echo "FAIL($step_rc)")
+      summary+=("$(printf '%-40s %-8s %5ss  %s' "serve bench $n" "$status" "$step_secs" "$load")")
+    done
+  else
+    summary+=("$(printf '%-40s %-8s %s' "serve" FAIL "no health within 60 s; see server.log")")
+    tail -20 "$out/server.log"
+  fi
+  kill "$server_pid" 2>/dev/null
+  wait "$server_pid" 2>/dev/null
+fi
 
 # The table last, where the device tool's output tail keeps it.
 for log in "${bench_logs[@]}"; do

@@ -59,6 +59,23 @@ Fn Real(const char* suffix, bool is_const = false) {
 void Acquire(const void* p) { __tsan_acquire(const_cast<void*>(p)); }
 void Release(const void* p) { __tsan_release(const_cast<void*>(p)); }
 
+// Abseil evaluates a Condition inside its own code with the mutex held (by the waiter, or by the
+// thread unlocking), before the annotated acquire after the call: the evaluation acquires first.
+// The Condition object itself is read by whichever thread evaluates it, so it is built before the
+// release that publishes it; for LockWhen that release is one the caller would not otherwise make
+// (it does not hold the mutex yet), which can only hide races, never invent them.
+struct AnnotatedCondition {
+  const absl::Condition* condition;
+  const absl::Mutex* mu;
+  static bool Eval(AnnotatedCondition* c) {
+    Acquire(c->mu);
+    const bool result = c->condition->Eval();
+    // When false the evaluating thread gives the mutex up inside Abseil, unannotated.
+    Release(c->mu);
+    return result;
+  }
+};
+
 }  // namespace
 
 // The mangled names below spell the Abseil signatures out; types after the inline namespace use
@@ -107,21 +124,30 @@ void Mutex::ReaderUnlock() {
 void Mutex::LockWhen(const Condition& cond) {
   static const auto real =
       Real<void (*)(Mutex*, const Condition&)>("5Mutex8LockWhenERKNS0_9ConditionE");
-  real(this, cond);
+  AnnotatedCondition annotated{&cond, this};
+  const Condition annotated_cond(&AnnotatedCondition::Eval, &annotated);
+  Release(this);  // the condition is published with it
+  real(this, annotated_cond);
   Acquire(this);
 }
 
 void Mutex::ReaderLockWhen(const Condition& cond) {
   static const auto real =
       Real<void (*)(Mutex*, const Condition&)>("5Mutex14ReaderLockWhenERKNS0_9ConditionE");
-  real(this, cond);
+  AnnotatedCondition annotated{&cond, this};
+  const Condition annotated_cond(&AnnotatedCondition::Eval, &annotated);
+  Release(this);  // the condition is published with it
+  real(this, annotated_cond);
   Acquire(this);
 }
 
 bool Mutex::LockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
   static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Duration)>(
       "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  const bool result = real(this, cond, timeout);
+  AnnotatedCondition annotated{&cond, this};
+  const Condition annotated_cond(&AnnotatedCondition::Eval, &annotated);
+  Release(this);  // the condition is published with it
+  const bool result = real(this, annotated_cond, timeout);
   Acquire(this);  // held on return whatever the result
   return result;
 }
@@ -129,7 +155,10 @@ bool Mutex::LockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
 bool Mutex::LockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
   static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Time)>(
       "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
-  const bool result = real(this, cond, deadline);
+  AnnotatedCondition annotated{&cond, this};
+  const Condition annotated_cond(&AnnotatedCondition::Eval, &annotated);
+  Release(this);  // the condition is published with it
+  const bool result = real(this, annotated_cond, deadline);
   Acquire(this);
   return result;
 }
@@ -137,16 +166,20 @@ bool Mutex::LockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
 void Mutex::Await(const Condition& cond) {
   static const auto real =
       Real<void (*)(Mutex*, const Condition&)>("5Mutex5AwaitERKNS0_9ConditionE");
-  Release(this);  // others take the mutex while this thread waits
-  real(this, cond);
+  AnnotatedCondition annotated{&cond, this};
+  const Condition annotated_cond(&AnnotatedCondition::Eval, &annotated);
+  Release(this);  // the condition is published with it
+  real(this, annotated_cond);
   Acquire(this);
 }
 
 bool Mutex::AwaitWithTimeout(const Condition& cond, absl::Duration timeout) {
   static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Duration)>(
       "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  Release(this);
-  const bool result = real(this, cond, timeout);
+  AnnotatedCondition annotated{&cond, this};
+  const Condition annotated_cond(&AnnotatedCondition::Eval, &annotated);
+  Release(this);  // the condition is published with it
+  const bool result = real(this, annotated_cond, timeout);
   Acquire(this);
   return result;
 }
@@ -154,8 +187,10 @@ bool Mutex::AwaitWithTimeout(const Condition& cond, absl::Duration timeout) {
 bool Mutex::AwaitWithDeadline(const Condition& cond, absl::Time deadline) {
   static const auto real = Real<bool (*)(Mutex*, const Condition&, absl::Time)>(
       "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
-  Release(this);
-  const bool result = real(this, cond, deadline);
+  AnnotatedCondition annotated{&cond, this};
+  const Condition annotated_cond(&AnnotatedCondition::Eval, &annotated);
+  Release(this);  // the condition is published with it
+  const bool result = real(this, annotated_cond, deadline);
   Acquire(this);
   return result;
 }

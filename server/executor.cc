@@ -142,12 +142,23 @@ void Executor::RunBatch(std::vector<JobPtr> batch) {
   }
   if (jobs.empty()) return;
 
+  for (const JobPtr& job : jobs) metrics_->QueueWait(job->op(), start - job->enqueued_at());
+  const absl::Status status = Execute(jobs);
+  if (status.code() == absl::StatusCode::kResourceExhausted && jobs.size() > 1) {
+    // The backend could not get memory for the whole batch. Each request alone may still fit,
+    // and a request's answer must not depend on what it happened to be batched with.
+    for (const JobPtr& job : jobs) job->Finish(Execute({job}));
+  } else {
+    for (const JobPtr& job : jobs) job->Finish(status);
+  }
+  ReportDevices();
+}
+
+absl::Status Executor::Execute(const std::vector<JobPtr>& jobs) {
   const OpKind op = jobs.front()->op();
   int64_t rows = 0;
-  for (const JobPtr& job : jobs) {
-    metrics_->QueueWait(op, start - job->enqueued_at());
-    rows += job->rows();
-  }
+  for (const JobPtr& job : jobs) rows += job->rows();
+  const absl::Time start = clock_->Now();
   absl::Status status;
   try {
     status = std::visit([&](const auto& first) { return RunAs(*backend_, first, jobs); },
@@ -163,8 +174,7 @@ void Executor::RunBatch(std::vector<JobPtr> batch) {
     ++batches_executed_;
   }
   metrics_->BatchExecuted(op, static_cast<int64_t>(jobs.size()), rows, execution);
-  for (const JobPtr& job : jobs) job->Finish(status);
-  ReportDevices();
+  return status;
 }
 
 void Executor::ReportDevices() {

@@ -48,6 +48,8 @@ class Executor {
  private:
   void WorkerLoop();
   void RunBatch(std::vector<JobPtr> batch);
+  // Runs `jobs` (one key) as one backend call and records it; the backend's status.
+  absl::Status Execute(const std::vector<JobPtr>& jobs);
   void ReportDevices();
   // Signals one sleeping worker when the batcher's next event comes before every sleeper's wake-up.
   void WakeIfSooner() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

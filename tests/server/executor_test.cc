@@ -71,6 +71,12 @@ class RecordingBackend : public Backend {
     absl::MutexLock lock(&mu_);
     failure_ = std::move(status);
   }
+  // Batches of more elements than this fail RESOURCE_EXHAUSTED without computing, like a device
+  // pool too small for them.
+  void LimitElements(int64_t elements) {
+    absl::MutexLock lock(&mu_);
+    max_elements_ = elements;
+  }
   void ThrowWith(std::string what) {
     absl::MutexLock lock(&mu_);
     throw_what_ = std::move(what);
@@ -112,7 +118,11 @@ class RecordingBackend : public Backend {
   absl::Status Execute(OpKind op, std::string key, std::span<const Problem> problems,
                        Compute compute) {
     Record record{op, std::move(key), {}};
-    for (const Problem& p : problems) record.inputs.push_back(p.x);
+    int64_t elements = 0;
+    for (const Problem& p : problems) {
+      record.inputs.push_back(p.x);
+      elements += p.shape.elements();
+    }
     absl::Status failure;
     std::string throw_what;
     {
@@ -124,6 +134,9 @@ class RecordingBackend : public Backend {
       mu_.Await(absl::Condition(&released));
       failure = failure_;
       throw_what = throw_what_;
+      if (failure.ok() && elements > max_elements_) {
+        failure = absl::ResourceExhaustedError("batch larger than the device pool");
+      }
     }
     if (failure.ok() && throw_what.empty()) {
       for (const Problem& p : problems) compute(p);
@@ -140,6 +153,7 @@ class RecordingBackend : public Backend {
   mutable absl::Mutex mu_;
   std::vector<Record> batches_ ABSL_GUARDED_BY(mu_);
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  int64_t max_elements_ ABSL_GUARDED_BY(mu_) = std::numeric_limits<int64_t>::max();
   std::string throw_what_ ABSL_GUARDED_BY(mu_);
   bool held_ ABSL_GUARDED_BY(mu_) = false;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
@@ -533,7 +547,7 @@ TEST_F(ExecutorTest, DestructorDrains) {
 
 TEST_F(ExecutorTest, FailingBackendAnswersEveryJobWithItsStatus) {
   RecordingBackend backend(2);
-  const absl::Status failure = absl::ResourceExhaustedError("device pool exhausted");
+  const absl::Status failure = absl::InternalError("device lost");
   backend.FailWith(failure);
   FakeClock clock;
   Executor executor(&backend, Config(4, absl::Hours(1)), &clock, null_metrics_.get());
@@ -548,6 +562,31 @@ TEST_F(ExecutorTest, FailingBackendAnswersEveryJobWithItsStatus) {
     EXPECT_EQ(job->finishes(), 1);
     EXPECT_EQ(job->status(), failure);
   }
+}
+
+TEST_F(ExecutorTest, BatchTooLargeForTheBackendRunsEachJobAlone) {
+  RecordingBackend backend(1);
+  // Each job has 2 x 16 elements: one fits, two do not; the third job alone is too large too.
+  backend.LimitElements(40);
+  FakeClock clock;
+  Executor executor(&backend, Config(3, absl::Hours(1)), &clock, null_metrics_.get());
+  std::vector<TestJobPtr> jobs;
+  for (int i = 0; i < 2; ++i) {
+    jobs.push_back(TestJob::Associative(rng_, &tracker_));
+    ASSERT_TRUE(executor.Submit(jobs.back()).ok());
+  }
+  jobs.push_back(TestJob::Associative(rng_, &tracker_, ScanOperator::kAdd, /*dim=*/4));
+  ASSERT_TRUE(executor.Submit(jobs.back()).ok());
+  ASSERT_TRUE(tracker_.AwaitFinished(3));
+  // The batch of three, then each job alone.
+  EXPECT_EQ(backend.batches().size(), 4u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(jobs[i]->finishes(), 1);
+    EXPECT_TRUE(jobs[i]->status().ok()) << jobs[i]->status();
+    EXPECT_TRUE(jobs[i]->OutputCorrect());
+  }
+  EXPECT_EQ(jobs[2]->finishes(), 1);
+  EXPECT_EQ(jobs[2]->status().code(), absl::StatusCode::kResourceExhausted);
 }
 
 TEST_F(ExecutorTest, ThrowingBackendAnswersInternal) {

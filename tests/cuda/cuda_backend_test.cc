@@ -68,7 +68,8 @@ class CudaAgreesWithCpu : public ::testing::Test {
     for (Data& d : requests) {
       for (HostTensor* t : d.Outputs()) t->Poison();
     }
-    ASSERT_TRUE(RunBatch(*cpu_, batch).ok());
+    const absl::Status cpu_status = RunBatch(*cpu_, batch);
+    ASSERT_TRUE(cpu_status.ok()) << cpu_status;
     std::vector<std::vector<HostTensor>> cpu_out;
     for (Data& d : requests) {
       std::vector<HostTensor> copies;
@@ -222,41 +223,47 @@ TEST_F(CudaAgreesWithCpu, EveryOpEveryDtype) {
     SCOPED_TRACE(std::string(DTypeName(dtype)));
     // Outputs of 16-bit requests may differ by one rounding step of the storage type.
     const double tol = dtype == DType::kFloat32 ? 1e-4 : (dtype == DType::kFloat16 ? 4e-3 : 2e-2);
-    std::vector<LinearScanData> linear;
-    std::vector<LinearScanBackwardData> backward;
-    std::vector<SelectiveScanData> selective;
-    std::vector<AssociativeScanData> associative;
-    for (int k = 0; k < 6; ++k) {
-      const Layout layout = k % 2 == 0 ? Layout::kBDL : Layout::kBLD;
-      linear.push_back(MakeLinearScanData({.dtype = dtype,
-                                           .layout = layout,
-                                           .has_b = true,
-                                           .has_c = true,
-                                           .has_h0 = true,
-                                           .return_final_state = true},
-                                          RandomShape(rng_, 3, 40, 3000), rng_));
-      backward.push_back(MakeLinearScanBackwardData(
-          {.dtype = dtype, .layout = layout, .has_b = true, .reverse = k % 3 == 0},
-          RandomShape(rng_, 3, 40, 3000), rng_));
-      selective.push_back(MakeSelectiveScanData({.dtype = dtype,
-                                                 .layout = layout,
-                                                 .state_dim = 16,
-                                                 .groups = 2,
-                                                 .has_d_skip = true,
-                                                 .has_z = true,
-                                                 .has_delta_bias = true,
-                                                 .delta_softplus = true,
-                                                 .has_h0 = true,
-                                                 .return_last_state = true},
-                                                RandomShape(rng_, 2, 16, 700), rng_));
-      associative.push_back(MakeAssociativeScanData(
-          {.dtype = dtype, .layout = layout, .op = ScanOperator::kLogAddExp, .exclusive = k == 1},
-          RandomShape(rng_, 3, 40, 3000), rng_));
+    // A batch shares one options value (the first request's), so each batch holds one layout.
+    for (const Layout layout : {Layout::kBDL, Layout::kBLD}) {
+      SCOPED_TRACE(layout == Layout::kBDL ? "bdl" : "bld");
+      const bool reverse = rng_.Bool();
+      std::vector<LinearScanData> linear;
+      std::vector<LinearScanBackwardData> backward;
+      std::vector<SelectiveScanData> selective;
+      std::vector<AssociativeScanData> associative;
+      for (int k = 0; k < 3; ++k) {
+        linear.push_back(MakeLinearScanData({.dtype = dtype,
+                                             .layout = layout,
+                                             .has_b = true,
+                                             .has_c = true,
+                                             .has_h0 = true,
+                                             .return_final_state = true},
+                                            RandomShape(rng_, 3, 40, 3000), rng_));
+        backward.push_back(MakeLinearScanBackwardData(
+            {.dtype = dtype, .layout = layout, .has_b = true, .reverse = reverse},
+            RandomShape(rng_, 3, 40, 3000), rng_));
+        selective.push_back(MakeSelectiveScanData({.dtype = dtype,
+                                                   .layout = layout,
+                                                   .state_dim = 16,
+                                                   .groups = 2,
+                                                   .has_d_skip = true,
+                                                   .has_z = true,
+                                                   .has_delta_bias = true,
+                                                   .delta_softplus = true,
+                                                   .has_h0 = true,
+                                                   .return_last_state = true},
+                                                  RandomShape(rng_, 2, 16, 700, 2), rng_));
+        associative.push_back(MakeAssociativeScanData({.dtype = dtype,
+                                                       .layout = layout,
+                                                       .op = ScanOperator::kLogAddExp,
+                                                       .exclusive = reverse},
+                                                      RandomShape(rng_, 3, 40, 3000), rng_));
+      }
+      Compare(linear, tol);
+      Compare(backward, tol);
+      Compare(selective, tol);
+      Compare(associative, tol);
     }
-    Compare(linear, tol);
-    Compare(backward, tol);
-    Compare(selective, tol);
-    Compare(associative, tol);
   }
 }
 

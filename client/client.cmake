@@ -4,7 +4,7 @@ add_library(scanserve_client
   ${CMAKE_CURRENT_LIST_DIR}/client.cc
   ${CMAKE_CURRENT_LIST_DIR}/client_tensor.cc)
 target_include_directories(scanserve_client PUBLIC ${CMAKE_CURRENT_LIST_DIR}/include)
-target_link_libraries(scanserve_client PUBLIC scanserve_proto scanserve_ops gRPC::grpc++
+target_link_libraries(scanserve_client PUBLIC scanserve_proto scanserve_wire scanserve_ops gRPC::grpc++
   absl::any_invocable absl::span absl::status absl::statusor absl::strings absl::synchronization
   absl::time)
 

@@ -3,12 +3,14 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "scanserve/v1/wire_types.h"
 
 namespace scanserve {
 namespace {
@@ -122,53 +124,21 @@ absl::StatusOr<v1::Tensor> MakeFromInts(absl::Span<const Int> values,
 
 }  // namespace
 
-v1::DType ToProto(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return v1::FLOAT32;
-    case DType::kFloat16:
-      return v1::FLOAT16;
-    case DType::kBFloat16:
-      return v1::BFLOAT16;
-    case DType::kInt32:
-      return v1::INT32;
-    case DType::kInt64:
-      return v1::INT64;
-  }
-  return v1::DTYPE_UNSPECIFIED;
-}
+v1::DType ToProto(DType dtype) { return wire::ToWire(dtype); }
 
-v1::Layout ToProto(Layout layout) { return layout == Layout::kBDL ? v1::BDL : v1::BLD; }
+v1::Layout ToProto(Layout layout) { return wire::ToWire(layout); }
 
 absl::StatusOr<DType> FromProto(v1::DType dtype) {
-  switch (dtype) {
-    case v1::FLOAT32:
-      return DType::kFloat32;
-    case v1::FLOAT16:
-      return DType::kFloat16;
-    case v1::BFLOAT16:
-      return DType::kBFloat16;
-    case v1::INT32:
-      return DType::kInt32;
-    case v1::INT64:
-      return DType::kInt64;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tensor dtype: must be one of FLOAT32, FLOAT16, BFLOAT16, INT32, INT64, got ",
-          static_cast<int>(dtype)));
-  }
+  if (std::optional<DType> d = wire::DTypeFromWire(dtype)) return *d;
+  return absl::InvalidArgumentError(
+      absl::StrCat("tensor dtype: must be one of FLOAT32, FLOAT16, BFLOAT16, INT32, INT64, got ",
+                   static_cast<int>(dtype)));
 }
 
 absl::StatusOr<Layout> FromProto(v1::Layout layout) {
-  switch (layout) {
-    case v1::BDL:
-      return Layout::kBDL;
-    case v1::BLD:
-      return Layout::kBLD;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor layout: must be BDL or BLD, got ", static_cast<int>(layout)));
-  }
+  if (std::optional<Layout> l = wire::LayoutFromWire(layout)) return *l;
+  return absl::InvalidArgumentError(
+      absl::StrCat("tensor layout: must be BDL or BLD, got ", static_cast<int>(layout)));
 }
 
 absl::StatusOr<int64_t> ElementCount(absl::Span<const int64_t> shape) {

@@ -5,7 +5,7 @@ add_library(scanserve_validation
   ${CMAKE_CURRENT_SOURCE_DIR}/config.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/validation.cc)
 target_include_directories(scanserve_validation PUBLIC ${PROJECT_SOURCE_DIR})
-target_link_libraries(scanserve_validation PUBLIC scanserve_ops scanserve_proto
+target_link_libraries(scanserve_validation PUBLIC scanserve_ops scanserve_proto scanserve_wire
   absl::status absl::statusor absl::time)
 
 # Handlers and server assembly.

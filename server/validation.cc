@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/unknown_field_set.h"
+#include "scanserve/v1/wire_types.h"
 
 namespace scanserve {
 namespace {
@@ -52,41 +53,8 @@ std::string ShapeText(const Shape& shape) {
 
 Shape ShapeOf(const v1::Tensor& t) { return Shape(t.shape().begin(), t.shape().end()); }
 
-std::optional<DType> FromWire(int dtype) {
-  switch (dtype) {
-    case v1::FLOAT32:
-      return DType::kFloat32;
-    case v1::FLOAT16:
-      return DType::kFloat16;
-    case v1::BFLOAT16:
-      return DType::kBFloat16;
-    case v1::INT32:
-      return DType::kInt32;
-    case v1::INT64:
-      return DType::kInt64;
-    default:
-      return std::nullopt;
-  }
-}
-
-v1::DType ToWire(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return v1::FLOAT32;
-    case DType::kFloat16:
-      return v1::FLOAT16;
-    case DType::kBFloat16:
-      return v1::BFLOAT16;
-    case DType::kInt32:
-      return v1::INT32;
-    case DType::kInt64:
-      return v1::INT64;
-  }
-  return v1::DTYPE_UNSPECIFIED;
-}
-
 std::string WireDTypeText(int dtype) {
-  if (std::optional<DType> d = FromWire(dtype)) return std::string(DTypeName(*d));
+  if (std::optional<DType> d = wire::DTypeFromWire(dtype)) return std::string(DTypeName(*d));
   if (dtype == v1::DTYPE_UNSPECIFIED) return "DTYPE_UNSPECIFIED";
   return "unknown dtype " + std::to_string(dtype);
 }
@@ -225,16 +193,17 @@ constexpr const char* kAllDTypes = "one of float32, float16, bfloat16, int32, in
 absl::StatusOr<Seq> CheckPrimary(const std::string& name, const v1::Tensor& t, bool floats_only,
                                  Totals& totals, const void** data) {
   SCANSERVE_RETURN_IF_ERROR(CheckNoUnknownFields(t, name));
-  std::optional<DType> dtype = FromWire(t.dtype());
+  std::optional<DType> dtype = wire::DTypeFromWire(t.dtype());
   if (!dtype || (floats_only && !IsFloatingPoint(*dtype))) {
     return Invalid(name + ".dtype",
                    std::string("must be ") + (floats_only ? kFloatDTypes : kAllDTypes),
                    WireDTypeText(t.dtype()));
   }
-  if (t.layout() != v1::BDL && t.layout() != v1::BLD) {
+  const std::optional<Layout> wire_layout = wire::LayoutFromWire(t.layout());
+  if (!wire_layout) {
     return Invalid(name + ".layout", "must be BDL or BLD", WireLayoutText(t.layout()));
   }
-  const Layout layout = t.layout() == v1::BDL ? Layout::kBDL : Layout::kBLD;
+  const Layout layout = *wire_layout;
   const Shape shape = ShapeOf(t);
   if (shape.size() != 3) {
     return Invalid(name + ".shape", std::string("must have 3 dimensions ") + SeqDimsText(layout),
@@ -263,10 +232,10 @@ struct Expect {
 absl::StatusOr<const void*> CheckExact(const std::string& name, const v1::Tensor& t,
                                        const Expect& want, Totals& totals) {
   SCANSERVE_RETURN_IF_ERROR(CheckNoUnknownFields(t, name));
-  if (FromWire(t.dtype()) != want.dtype) {
+  if (wire::DTypeFromWire(t.dtype()) != want.dtype) {
     return Invalid(name + ".dtype", want.dtype_rule, WireDTypeText(t.dtype()));
   }
-  if (want.layout && t.layout() != (*want.layout == Layout::kBDL ? v1::BDL : v1::BLD)) {
+  if (want.layout && t.layout() != wire::ToWire(*want.layout)) {
     return Invalid(name + ".layout", want.layout_rule, WireLayoutText(t.layout()));
   }
   const Shape shape = ShapeOf(t);
@@ -298,8 +267,8 @@ Expect Float32(const Shape& shape, const std::string& dims, std::optional<Layout
 // Sizes an output tensor of the response and returns where the backend writes it.
 void* SizeOutput(v1::Tensor* t, DType dtype, std::optional<Layout> layout, const Shape& shape,
                  Totals& totals) {
-  t->set_dtype(ToWire(dtype));
-  if (layout) t->set_layout(*layout == Layout::kBDL ? v1::BDL : v1::BLD);
+  t->set_dtype(wire::ToWire(dtype));
+  if (layout) t->set_layout(wire::ToWire(*layout));
   int64_t elements = 1;
   for (int64_t d : shape) {
     t->add_shape(d);

@@ -109,10 +109,10 @@ std::string Describe(const AnyCase& c) {
 // An output tensor's metadata checked, its data copied out.
 HostTensor Output(const v1::Tensor& t, DType dtype, const WireShape& shape,
                   std::optional<Layout> layout, const char* name) {
-  EXPECT_EQ(t.dtype(), WireDType(dtype)) << name;
+  EXPECT_EQ(t.dtype(), wire::ToWire(dtype)) << name;
   EXPECT_EQ(WireShape(t.shape().begin(), t.shape().end()), shape) << name;
   if (layout) {
-    EXPECT_EQ(t.layout(), WireLayout(*layout)) << name;
+    EXPECT_EQ(t.layout(), wire::ToWire(*layout)) << name;
   }
   int64_t count = 1;
   for (int64_t d : shape) count *= d;

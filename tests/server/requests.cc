@@ -14,24 +14,6 @@ WireShape SeqWireShape(const SeqShape& s, Layout layout) {
                                 : WireShape{s.batch, s.length, s.dim};
 }
 
-v1::DType WireDType(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return v1::FLOAT32;
-    case DType::kFloat16:
-      return v1::FLOAT16;
-    case DType::kBFloat16:
-      return v1::BFLOAT16;
-    case DType::kInt32:
-      return v1::INT32;
-    case DType::kInt64:
-      return v1::INT64;
-  }
-  return v1::DTYPE_UNSPECIFIED;
-}
-
-v1::Layout WireLayout(Layout layout) { return layout == Layout::kBDL ? v1::BDL : v1::BLD; }
-
 v1::Tensor RandomTensor(Rng& rng, DType dtype, const WireShape& shape, std::optional<Layout> layout,
                         double lo, double hi) {
   int64_t count = 1;
@@ -39,8 +21,8 @@ v1::Tensor RandomTensor(Rng& rng, DType dtype, const WireShape& shape, std::opti
   HostTensor host(dtype, count);
   host.FillUniform(rng, lo, hi);
   v1::Tensor t;
-  t.set_dtype(WireDType(dtype));
-  if (layout) t.set_layout(WireLayout(*layout));
+  t.set_dtype(wire::ToWire(dtype));
+  if (layout) t.set_layout(wire::ToWire(*layout));
   t.mutable_shape()->Add(shape.begin(), shape.end());
   t.set_data(static_cast<const char*>(host.data()), host.bytes());
   return t;

@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "scanserve/ops.h"
 #include "scanserve/v1/scanserve.pb.h"
+#include "scanserve/v1/wire_types.h"
 #include "server/config.h"
 #include "support/test_support.h"
 
@@ -25,8 +26,6 @@ using WireShape = std::vector<int64_t>;
 
 // The shape of a sequence tensor in memory order.
 WireShape SeqWireShape(const SeqShape& s, Layout layout);
-v1::DType WireDType(DType dtype);
-v1::Layout WireLayout(Layout layout);
 
 // A tensor of `dtype` with random values in [lo, hi) rounded to the dtype (integers: [lo, hi]),
 // never all zero. `layout` is set only when given (sequence tensors).

@@ -103,9 +103,9 @@ int64_t DataBytes(const v1::Tensor& t) { return static_cast<int64_t>(t.data().si
 
 void ExpectOutput(const v1::Tensor& t, const void* pointer, DType dtype,
                   std::optional<Layout> layout, const WireShape& shape) {
-  EXPECT_EQ(t.dtype(), WireDType(dtype));
+  EXPECT_EQ(t.dtype(), wire::ToWire(dtype));
   if (layout) {
-    EXPECT_EQ(t.layout(), WireLayout(*layout));
+    EXPECT_EQ(t.layout(), wire::ToWire(*layout));
   }
   EXPECT_EQ(WireShape(t.shape().begin(), t.shape().end()), shape);
   int64_t count = 1;

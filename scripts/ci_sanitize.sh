@@ -47,7 +47,7 @@ run_one() {
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
     LSAN_OPTIONS="suppressions=$PWD/tests/fault/lsan.supp:print_suppressions=0" \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:exitcode=66" \
+    TSAN_OPTIONS="suppressions=$PWD/tests/fault/tsan.supp:halt_on_error=1:second_deadlock_stack=1:exitcode=66" \
     ctest --test-dir "$dir" -R "$regex" -j"$jobs" --output-on-failure --timeout 1800
   echo "ci_sanitize: $kind: build $((built - start)) s, tests $(($(date +%s) - built)) s"
 }

@@ -83,22 +83,13 @@ struct AssocFlags {
   bool exclusive;
 };
 
-// Descriptor slots: in = {x}, out = {y}.
-template <typename T, ScanOperator kOp, bool kAligned>
-__global__ void __launch_bounds__(kThreads, kAligned ? device::Tuning::kMinBlocksPerSm
-                                                     : device::Tuning::kMinBlocksPerSmBackward)
-    AssociativeScanKernel(const GroupDesc* __restrict__ groups, AssocFlags f, LookbackTemp lb) {
-  using C = typename Elem<T>::C;
+// One tile of associative_scan. Descriptor slots: in = {x}, out = {y}.
+template <typename T, ScanOperator kOp, bool kAligned, typename C = typename Elem<T>::C>
+__device__ __forceinline__ void AssocTile(const GroupDesc& g, const Unit& u, const AssocFlags& f,
+                                          const RowView& view, C* stage, ScanShared<C>& sh,
+                                          const LookbackTemp& lb, Maybe<C>& carry) {
   using Op = AssocOp<C, kOp>;
-  __shared__ ScanShared<C> sh;
-  __shared__ C stage_all[kWarps][StageElems<C>()];
-  device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
-  const GroupDesc& g = sh.desc;
-  const Unit u = device::MakeUnit(g, sh.vblock);
-  const RowView view{g.length, g.step_stride, f.reverse};
-  C* stage = stage_all[threadIdx.x >> 5];
   const int count = u.span.count;
-
   C xv[kIpt];
   device::LoadItems<kAligned>(static_cast<const T*>(g.in[0]) + u.offset, view, u.span, stage, xv);
   C mine = xv[0];
@@ -106,7 +97,7 @@ __global__ void __launch_bounds__(kThreads, kAligned ? device::Tuning::kMinBlock
   for (int i = 1; i < kIpt; ++i) {
     if (i < count) mine = Op::Combine(mine, xv[i]);
   }
-  const Maybe<C> prefix = device::ThreadPrefix<Op>(mine, count > 0, u, sh, lb);
+  const Maybe<C> prefix = device::ThreadPrefix<Op>(mine, count > 0, u, sh, lb, carry);
 
   bool has = prefix.has;
   C acc = prefix.v;
@@ -131,6 +122,24 @@ __global__ void __launch_bounds__(kThreads, kAligned ? device::Tuning::kMinBlock
     }
   }
   device::StoreItems<kAligned>(static_cast<T*>(g.out[0]) + u.offset, view, u.span, stage, xv);
+}
+
+template <typename T, ScanOperator kOp, bool kAligned>
+__global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSm)
+    AssociativeScanKernel(const GroupDesc* __restrict__ groups, AssocFlags f, LookbackTemp lb) {
+  using C = typename Elem<T>::C;
+  __shared__ ScanShared<C> sh;
+  __shared__ alignas(16) C stage_all[kWarps][StageElems<C>()];
+  device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
+  const GroupDesc& g = sh.desc;
+  const RowView view{g.length, g.step_stride, f.reverse};
+  C* stage = stage_all[threadIdx.x >> 5];
+  const int64_t steps = g.walk ? g.tiles_per_row : 1;
+  Maybe<C> carry{C{}, false};
+  for (int64_t step = 0; step < steps; ++step) {
+    const Unit u = device::MakeUnit(g, sh.vblock, step);
+    AssocTile<T, kOp, kAligned>(g, u, f, view, stage, sh, lb, carry);
+  }
 }
 
 template <typename T, ScanOperator kOp>

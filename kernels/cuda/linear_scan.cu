@@ -42,25 +42,17 @@ struct LinearFlags {
   bool final_state;
 };
 
-// Descriptor slots. Forward: in = {a, x, b, c}, out = {y, states}, row_out = final state.
-// Backward: in = {a, x, dy, b, c, states}, out = {da, dx, db, dc}, row_out = dh0.
+// One tile of linear_scan: loads, scans and stores the unit's items.
 template <typename T, bool kAligned>
-__global__ void __launch_bounds__(kThreads, kAligned ? device::Tuning::kMinBlocksPerSm
-                                                     : device::Tuning::kMinBlocksPerSmBackward)
-    LinearScanKernel(const GroupDesc* __restrict__ groups, LinearFlags f, LookbackTemp lb) {
-  __shared__ ScanShared<Pair> sh;
-  __shared__ float stage_all[kWarps][StageElems<float>()];
-  device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
-  const GroupDesc& g = sh.desc;
-  const Unit u = device::MakeUnit(g, sh.vblock);
-  const RowView view{g.length, g.step_stride, f.reverse};
-  float* stage = stage_all[threadIdx.x >> 5];
+__device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, const LinearFlags& f,
+                                            const RowView& view, float* stage, ScanShared<Pair>& sh,
+                                            const LookbackTemp& lb, Maybe<Pair>& carry) {
   const int count = u.span.count;
-
   float av[kIpt];
   float hv[kIpt];
-  device::LoadItems<kAligned>(static_cast<const T*>(g.in[0]) + u.offset, view, u.span, stage, av);
-  device::LoadItems<kAligned>(static_cast<const T*>(g.in[1]) + u.offset, view, u.span, stage, hv);
+  device::LoadItems2<kAligned>(static_cast<const T*>(g.in[0]) + u.offset,
+                               static_cast<const T*>(g.in[1]) + u.offset, view, u.span, stage, av,
+                               hv);
   if (f.has_b) {
     float bv[kIpt];
     device::LoadItems<kAligned>(static_cast<const T*>(g.in[2]) + u.offset, view, u.span, stage, bv);
@@ -73,7 +65,7 @@ __global__ void __launch_bounds__(kThreads, kAligned ? device::Tuning::kMinBlock
   for (int i = 1; i < kIpt; ++i) {
     if (i < count) mine = {mine.a * av[i], fmaf(av[i], mine.b, hv[i])};
   }
-  const Maybe<Pair> prefix = device::ThreadPrefix<LinearOp>(mine, count > 0, u, sh, lb);
+  const Maybe<Pair> prefix = device::ThreadPrefix<LinearOp>(mine, count > 0, u, sh, lb, carry);
 
   const float h0 = f.has_h0 && u.valid ? g.h0[u.row] : 0.0f;
   float h = h0;
@@ -101,23 +93,37 @@ __global__ void __launch_bounds__(kThreads, kAligned ? device::Tuning::kMinBlock
   if (f.final_state && count > 0 && u.span.s + count == g.length) g.row_out[u.row] = h;
 }
 
+// Descriptor slots. Forward: in = {a, x, b, c}, out = {y, states}, row_out = final state.
+// Backward: in = {a, x, dy, b, c, states}, out = {da, dx, db, dc}, row_out = dh0.
 template <typename T, bool kAligned>
-__global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackward)
-    LinearScanBackwardKernel(const GroupDesc* __restrict__ groups, LinearFlags f, LookbackTemp lb) {
+__global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSm)
+    LinearScanKernel(const GroupDesc* __restrict__ groups, LinearFlags f, LookbackTemp lb) {
   __shared__ ScanShared<Pair> sh;
-  __shared__ float stage_all[kWarps][StageElems<float>()];
+  __shared__ alignas(16) float stage_all[kWarps][StageElems<float>()];
   device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
   const GroupDesc& g = sh.desc;
-  const Unit u = device::MakeUnit(g, sh.vblock);
-  // Logical step k here is the forward's processing step L-1-k: the scan runs against it.
-  const RowView view{g.length, g.step_stride, !f.reverse};
+  const RowView view{g.length, g.step_stride, f.reverse};
   float* stage = stage_all[threadIdx.x >> 5];
-  const int count = u.span.count;
+  const int64_t steps = g.walk ? g.tiles_per_row : 1;
+  Maybe<Pair> carry{Pair{}, false};
+  for (int64_t step = 0; step < steps; ++step) {
+    const Unit u = device::MakeUnit(g, sh.vblock, step);
+    ForwardTile<T, kAligned>(g, u, f, view, stage, sh, lb, carry);
+  }
+}
 
+// One tile of linear_scan_backward.
+template <typename T, bool kAligned>
+__device__ __forceinline__ void BackwardTile(const GroupDesc& g, const Unit& u,
+                                             const LinearFlags& f, const RowView& view,
+                                             float* stage, ScanShared<Pair>& sh,
+                                             const LookbackTemp& lb, Maybe<Pair>& carry) {
+  const int count = u.span.count;
   float av[kIpt];
   float dh[kIpt];  // g = dy * c until the recurrence turns it into dh
-  device::LoadItems<kAligned>(static_cast<const T*>(g.in[0]) + u.offset, view, u.span, stage, av);
-  device::LoadItems<kAligned>(static_cast<const T*>(g.in[2]) + u.offset, view, u.span, stage, dh);
+  device::LoadItems2<kAligned>(static_cast<const T*>(g.in[0]) + u.offset,
+                               static_cast<const T*>(g.in[2]) + u.offset, view, u.span, stage, av,
+                               dh);
   if (f.has_c) {
     float cv[kIpt];
     device::LoadItems<kAligned>(static_cast<const T*>(g.in[4]) + u.offset, view, u.span, stage, cv);
@@ -130,17 +136,17 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackw
   for (int i = 1; i < kIpt; ++i) {
     if (i < count) mine = {mine.a * av[i], fmaf(av[i], mine.b, av[i] * dh[i])};
   }
-  const Maybe<Pair> prefix = device::ThreadPrefix<LinearOp>(mine, count > 0, u, sh, lb);
+  const Maybe<Pair> prefix = device::ThreadPrefix<LinearOp>(mine, count > 0, u, sh, lb, carry);
 
-  float carry = prefix.has ? prefix.v.b : 0.0f;
+  float next = prefix.has ? prefix.v.b : 0.0f;
 #pragma unroll
   for (int i = 0; i < kIpt; ++i) {
     if (i < count) {
-      dh[i] += carry;
-      carry = av[i] * dh[i];
+      dh[i] += next;
+      next = av[i] * dh[i];
     }
   }
-  if (f.has_h0 && count > 0 && u.span.s + count == g.length) g.row_out[u.row] = carry;
+  if (f.has_h0 && count > 0 && u.span.s + count == g.length) g.row_out[u.row] = next;
 
   // States h at these steps, and at the step after the thread's last (forward's previous step).
   const float* states = static_cast<const float*>(g.in[5]) + u.offset;
@@ -183,6 +189,24 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackw
 #pragma unroll
     for (int i = 0; i < kIpt; ++i) out[i] *= hv[i];
     device::StoreItems<kAligned>(static_cast<T*>(g.out[3]) + u.offset, view, u.span, stage, out);
+  }
+}
+
+template <typename T, bool kAligned>
+__global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackward)
+    LinearScanBackwardKernel(const GroupDesc* __restrict__ groups, LinearFlags f, LookbackTemp lb) {
+  __shared__ ScanShared<Pair> sh;
+  __shared__ alignas(16) float stage_all[kWarps][StageElems<float>()];
+  device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
+  const GroupDesc& g = sh.desc;
+  // Logical step k here is the forward's processing step L-1-k: the scan runs against it.
+  const RowView view{g.length, g.step_stride, !f.reverse};
+  float* stage = stage_all[threadIdx.x >> 5];
+  const int64_t steps = g.walk ? g.tiles_per_row : 1;
+  Maybe<Pair> carry{Pair{}, false};
+  for (int64_t step = 0; step < steps; ++step) {
+    const Unit u = device::MakeUnit(g, sh.vblock, step);
+    BackwardTile<T, kAligned>(g, u, f, view, stage, sh, lb, carry);
   }
 }
 

@@ -29,6 +29,8 @@ struct alignas(16) GroupDesc {
   int64_t slot_begin;   // first look-back slot (rows with several tiles only)
   int32_t unit_threads;
   int32_t units_per_block;
+  int32_t walk;  // 1: the row's tiles are walked by one block in order (no look-back)
+  int32_t pad;
   const void* in[6];
   void* out[5];
   const float* h0;
@@ -40,12 +42,14 @@ struct GroupPlan {
   int32_t unit_threads = 1;
   int32_t units_per_block = Tuning::kBlockThreads;
   int64_t tiles_per_row = 0;
+  bool walk = false;
   int64_t blocks = 0;
   int64_t slots = 0;
 };
 
-// The smallest power-of-two thread group (up to a block) whose registers hold the row, and the
-// number of such tiles the row needs: a function of the length alone.
+// The smallest power-of-two thread group (up to a block) whose registers hold the row, the
+// number of such tiles the row needs, and whether one block walks them or they chain through the
+// look-back: a function of the length alone.
 inline GroupPlan PlanGroup(const RowGeometry& g) {
   GroupPlan p;
   if (g.rows <= 0 || g.length <= 0) return p;
@@ -56,9 +60,10 @@ inline GroupPlan PlanGroup(const RowGeometry& g) {
   p.units_per_block = Tuning::kBlockThreads / unit;
   const int64_t tile = int64_t{unit} * Tuning::kItemsPerThread;
   p.tiles_per_row = (g.length + tile - 1) / tile;
-  const int64_t units = g.rows * p.tiles_per_row;
+  p.walk = p.tiles_per_row > 1 && p.tiles_per_row <= Tuning::kWalkMaxTiles;
+  const int64_t units = p.walk ? g.rows : g.rows * p.tiles_per_row;
   p.blocks = (units + p.units_per_block - 1) / p.units_per_block;
-  p.slots = p.tiles_per_row > 1 ? units : 0;
+  p.slots = p.tiles_per_row > 1 && !p.walk ? units : 0;
   return p;
 }
 
@@ -91,6 +96,7 @@ BatchPlan PlanBatch(std::span<const Rows> rows, GroupDesc* out, Fill fill, Inclu
       d.slot_begin = batch.slots;
       d.unit_threads = p.unit_threads;
       d.units_per_block = p.units_per_block;
+      d.walk = p.walk ? 1 : 0;
       fill(d, r);
     }
     ++batch.groups;

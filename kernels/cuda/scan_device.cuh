@@ -7,12 +7,15 @@
 //   1. each thread folds its own items left to right;
 //   2. a Kogge-Stone scan over the lanes of a warp (segmented to the unit when it is narrower);
 //   3. a left fold over the warps of the unit (units wider than a warp);
-//   4. for rows of several tiles, a look-back over the tiles before it in its window of
-//      kLookbackWindow tiles (a fixed tree over fixed lanes) plus the previous window's prefix;
+//   4. for rows of several tiles, either the composition of the row's earlier tiles, carried in
+//      registers by the one block that walks them in order (rows of up to kWalkMaxTiles tiles), or
+//      a look-back over the tiles before it in its window of kLookbackWindow tiles (a fixed tree
+//      over fixed lanes) plus the previous window's prefix (longer rows);
 //   5. each thread then re-runs its recurrence from the state entering it.
-// Loads and stores go through a coalesced scalar path through shared memory per warp (per-thread
-// 16-byte vectors exist behind Tuning::kPerThreadVectors); both give the same values in the same
-// registers, so neither alignment nor that switch changes results.
+// Loads and stores go through shared memory per warp: as coalesced 16-byte units where a warp's
+// segment is contiguous, full and aligned, else as coalesced scalars (per-thread 16-byte vectors
+// exist behind Tuning::kPerThreadVectors). All give the same values in the same registers, so
+// neither alignment nor the path changes results.
 #ifndef SCANSERVE_KERNELS_CUDA_SCAN_DEVICE_CUH_
 #define SCANSERVE_KERNELS_CUDA_SCAN_DEVICE_CUH_
 
@@ -191,6 +194,7 @@ struct Span {
 // What one unit (and its thread) works on.
 struct Unit {
   bool valid;
+  bool walk;
   int unit_threads;
   int64_t row;
   int64_t tile;
@@ -210,16 +214,25 @@ constexpr int StageElems() {
   return 32 * kIpt + (sizeof(C) == 8 ? (32 * kIpt >> 4) : (32 * kIpt >> 5));
 }
 
-__device__ __forceinline__ Unit MakeUnit(const GroupDesc& g, int64_t vblock) {
+// The unit of this thread in virtual block `vblock`, at tile `step` of its walk (walking rows
+// only; 0 otherwise).
+__device__ __forceinline__ Unit MakeUnit(const GroupDesc& g, int64_t vblock, int64_t step) {
   Unit u;
   const int lane = threadIdx.x & 31;
   u.unit_threads = g.unit_threads;
+  u.walk = g.walk != 0;
   const int in_unit = threadIdx.x & (g.unit_threads - 1);
   const int64_t unit = (vblock - g.block_begin) * g.units_per_block + threadIdx.x / g.unit_threads;
   u.tiles = g.tiles_per_row;
-  u.valid = unit < g.rows * g.tiles_per_row;
-  u.row = u.valid ? unit / g.tiles_per_row : 0;
-  u.tile = u.valid ? unit % g.tiles_per_row : 0;
+  if (u.walk) {
+    u.valid = unit < g.rows;
+    u.row = u.valid ? unit : 0;
+    u.tile = step;
+  } else {
+    u.valid = unit < g.rows * g.tiles_per_row;
+    u.row = u.valid ? unit / g.tiles_per_row : 0;
+    u.tile = u.valid ? unit % g.tiles_per_row : 0;
+  }
   const int64_t tile_items = int64_t{g.unit_threads} * kIpt;
   const int64_t tile_start = u.tile * tile_items;
   const int64_t n_tile = u.valid ? min(tile_items, g.length - tile_start) : 0;
@@ -253,6 +266,137 @@ __device__ __forceinline__ bool VectorOk(const T* row, const RowView& v, const S
   if (sp.count == 0) return true;
   if (v.stride != 1 || sp.count != kIpt) return false;
   return (reinterpret_cast<uintptr_t>(row + VectorStart<T>(v, sp)) & 15) == 0;
+}
+
+// Coalesced loads of this lane's share of its segment: segment element j * seg_lanes + li lands
+// in tmp[j]. Elements are a fixed stride apart, so the address walk needs no per-item multiply
+// by the row's direction.
+template <typename T, typename C>
+__device__ __forceinline__ void GatherSegment(const T* __restrict__ row, const RowView& v,
+                                              const Span& sp, C (&tmp)[kIpt]) {
+  const int64_t step = (v.reverse ? -v.stride : v.stride) * sp.seg_lanes;
+  const T* p = row + v.Phys(sp.seg_start + sp.li);
+#pragma unroll
+  for (int j = 0; j < kIpt; ++j) {
+    if (j * sp.seg_lanes + sp.li < sp.seg_n) tmp[j] = Elem<T>::Load(p[j * step]);
+  }
+}
+
+// Moves a segment from the lanes that loaded it (tmp) to the lanes that own its items (out).
+template <typename C>
+__device__ __forceinline__ void SegmentToThread(const Span& sp, C* stage, const C (&tmp)[kIpt],
+                                                C (&out)[kIpt]) {
+#pragma unroll
+  for (int j = 0; j < kIpt; ++j) {
+    const int e = j * sp.seg_lanes + sp.li;
+    if (e < sp.seg_n) stage[Pad<C>(sp.buf_base + e)] = tmp[j];
+  }
+  __syncwarp();
+#pragma unroll
+  for (int i = 0; i < kIpt; ++i) {
+    if (i < sp.count) out[i] = stage[Pad<C>(sp.buf_base + sp.li * kIpt + i)];
+  }
+  __syncwarp();
+}
+
+// ---- the unit path: whole segments moved as 16-byte units --------------------------------------
+//
+// A warp whose segment is contiguous, full (32 lanes, 32 * kIpt steps) and 16-byte aligned moves
+// it as 16-byte units: lane l loads units l, l + 32, ... coalesced, then the staging buffer hands
+// each thread its own consecutive units. Same values in the same registers as the scalar path,
+// with a quarter (16-bit types: an eighth) of its load, store and shared-memory instructions.
+template <typename T>
+struct UnitPath {
+  static constexpr bool kOn = sizeof(T) == 2 || sizeof(T) == 4;
+  static constexpr int kPerUnit = 16 / sizeof(T);
+  static constexpr int kPerThread = kIpt / kPerUnit;
+};
+
+// Where unit u of a segment lies in the staging buffer: each row of 8 units (all 32 banks) is
+// rotated by its row index, so that both walks (lane l taking units l + 32k, and a thread taking
+// its own kPerThread consecutive units) hit 8 different 16-byte bank groups in each quarter warp.
+__device__ __forceinline__ int UnitSlot(int u) { return (u & ~7) | ((u + (u >> 3)) & 7); }
+
+// Element offset of the segment's lowest address in its row.
+__device__ __forceinline__ int64_t UnitStart(const RowView& v, const Span& sp) {
+  return v.reverse ? v.length - sp.seg_start - sp.seg_n : sp.seg_start;
+}
+
+// Whether the warp's segment of `row` takes the unit path (the same answer on every lane).
+template <typename T>
+__device__ __forceinline__ bool UnitPathOk(const T* row, const RowView& v, const Span& sp) {
+  const bool ok = v.stride == 1 && sp.seg_lanes == 32 && sp.seg_n == 32 * kIpt &&
+                  (reinterpret_cast<uintptr_t>(row + UnitStart(v, sp)) & 15) == 0;
+  return __all_sync(kFull, ok);
+}
+
+template <typename T>
+__device__ __forceinline__ void UnitLoad(const T* __restrict__ row, const RowView& v,
+                                         const Span& sp, uint4 (&raw)[UnitPath<T>::kPerThread]) {
+  const uint4* src = reinterpret_cast<const uint4*>(row + UnitStart(v, sp)) + sp.li;
+#pragma unroll
+  for (int k = 0; k < UnitPath<T>::kPerThread; ++k) raw[k] = __ldg(src + 32 * k);
+}
+
+// Hands the loaded units to the threads that own them, in logical order.
+template <typename T, typename C>
+__device__ __forceinline__ void UnitToThread(const RowView& v, const Span& sp, C* stage,
+                                             const uint4 (&raw)[UnitPath<T>::kPerThread],
+                                             C (&out)[kIpt]) {
+  using P = UnitPath<T>;
+  // The staging buffer holds the segment's units, each row of it starting 16-byte aligned.
+  static_assert(StageElems<C>() * sizeof(C) % 16 == 0 &&
+                StageElems<C>() * sizeof(C) >= 32 * kIpt * sizeof(T));
+  uint4* st = reinterpret_cast<uint4*>(stage);
+#pragma unroll
+  for (int k = 0; k < P::kPerThread; ++k) st[UnitSlot(32 * k + sp.li)] = raw[k];
+  __syncwarp();
+  // In a reverse row, lane l's logical steps are the physical units of lane 31 - l, backwards.
+  const int owner = v.reverse ? 31 - sp.li : sp.li;
+  T vals[kIpt];
+#pragma unroll
+  for (int k = 0; k < P::kPerThread; ++k) {
+    const uint4 w = st[UnitSlot(P::kPerThread * owner + k)];
+    memcpy(vals + k * P::kPerUnit, &w, 16);
+  }
+  if (v.reverse) {
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) out[i] = Elem<T>::Load(vals[kIpt - 1 - i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) out[i] = Elem<T>::Load(vals[i]);
+  }
+  __syncwarp();
+}
+
+template <typename T, typename C>
+__device__ __forceinline__ void UnitStore(T* __restrict__ row, const RowView& v, const Span& sp,
+                                          C* stage, const C (&in)[kIpt]) {
+  using P = UnitPath<T>;
+  // The staging buffer holds the segment's units, each row of it starting 16-byte aligned.
+  static_assert(StageElems<C>() * sizeof(C) % 16 == 0 &&
+                StageElems<C>() * sizeof(C) >= 32 * kIpt * sizeof(T));
+  T vals[kIpt];
+  if (v.reverse) {
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) vals[kIpt - 1 - i] = Elem<T>::Store(in[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) vals[i] = Elem<T>::Store(in[i]);
+  }
+  uint4* st = reinterpret_cast<uint4*>(stage);
+  const int owner = v.reverse ? 31 - sp.li : sp.li;
+#pragma unroll
+  for (int k = 0; k < P::kPerThread; ++k) {
+    uint4 w;
+    memcpy(&w, vals + k * P::kPerUnit, 16);
+    st[UnitSlot(P::kPerThread * owner + k)] = w;
+  }
+  __syncwarp();
+  uint4* dst = reinterpret_cast<uint4*>(row + UnitStart(v, sp)) + sp.li;
+#pragma unroll
+  for (int k = 0; k < P::kPerThread; ++k) dst[32 * k] = st[UnitSlot(32 * k + sp.li)];
+  __syncwarp();
 }
 
 // Loads the thread's items (logical order) as compute values. Every lane of the warp must call it.
@@ -299,23 +443,43 @@ __device__ __forceinline__ void LoadItems(const T* __restrict__ row, const RowVi
       if (i < sp.count) out[i] = Elem<T>::Load(row[v.Phys(sp.s + i)]);
     }
   } else {
+    if constexpr (UnitPath<T>::kOn) {
+      if (UnitPathOk(row, v, sp)) {
+        uint4 raw[UnitPath<T>::kPerThread];
+        UnitLoad(row, v, sp, raw);
+        UnitToThread<T>(v, sp, stage, raw, out);
+        return;
+      }
+    }
     C tmp[kIpt];
-#pragma unroll
-    for (int j = 0; j < kIpt; ++j) {
-      const int e = j * sp.seg_lanes + sp.li;
-      if (e < sp.seg_n) tmp[j] = Elem<T>::Load(row[v.Phys(sp.seg_start + e)]);
+    GatherSegment(row, v, sp, tmp);
+    SegmentToThread(sp, stage, tmp, out);
+  }
+}
+
+// LoadItems of two tensors; on the unit path the loads of both are in flight before either is
+// needed (the scalar path would need twice the registers for that).
+template <bool kAligned, typename T, typename C>
+__device__ __forceinline__ void LoadItems2(const T* __restrict__ row0, const T* __restrict__ row1,
+                                           const RowView& v, const Span& sp, C* stage,
+                                           C (&out0)[kIpt], C (&out1)[kIpt]) {
+  if constexpr (kAligned || Tuning::kPerThreadVectors) {
+    LoadItems<kAligned>(row0, v, sp, stage, out0);
+    LoadItems<kAligned>(row1, v, sp, stage, out1);
+  } else {
+    if constexpr (UnitPath<T>::kOn) {
+      if (UnitPathOk(row0, v, sp) && UnitPathOk(row1, v, sp)) {
+        uint4 raw0[UnitPath<T>::kPerThread];
+        uint4 raw1[UnitPath<T>::kPerThread];
+        UnitLoad(row0, v, sp, raw0);
+        UnitLoad(row1, v, sp, raw1);
+        UnitToThread<T>(v, sp, stage, raw0, out0);
+        UnitToThread<T>(v, sp, stage, raw1, out1);
+        return;
+      }
     }
-#pragma unroll
-    for (int j = 0; j < kIpt; ++j) {
-      const int e = j * sp.seg_lanes + sp.li;
-      if (e < sp.seg_n) stage[Pad<C>(sp.buf_base + e)] = tmp[j];
-    }
-    __syncwarp();
-#pragma unroll
-    for (int i = 0; i < kIpt; ++i) {
-      if (i < sp.count) out[i] = stage[Pad<C>(sp.buf_base + sp.li * kIpt + i)];
-    }
-    __syncwarp();
+    LoadItems<kAligned>(row0, v, sp, stage, out0);
+    LoadItems<kAligned>(row1, v, sp, stage, out1);
   }
 }
 
@@ -353,17 +517,23 @@ __device__ __forceinline__ void StoreItems(T* __restrict__ row, const RowView& v
       if (i < sp.count) row[v.Phys(sp.s + i)] = Elem<T>::Store(in[i]);
     }
   } else {
+    if constexpr (UnitPath<T>::kOn) {
+      if (UnitPathOk(row, v, sp)) {
+        UnitStore(row, v, sp, stage, in);
+        return;
+      }
+    }
 #pragma unroll
     for (int i = 0; i < kIpt; ++i) {
       if (i < sp.count) stage[Pad<C>(sp.buf_base + sp.li * kIpt + i)] = in[i];
     }
     __syncwarp();
+    const int64_t step = (v.reverse ? -v.stride : v.stride) * sp.seg_lanes;
+    T* p = row + v.Phys(sp.seg_start + sp.li);
 #pragma unroll
     for (int j = 0; j < kIpt; ++j) {
       const int e = j * sp.seg_lanes + sp.li;
-      if (e < sp.seg_n) {
-        row[v.Phys(sp.seg_start + e)] = Elem<T>::Store(stage[Pad<C>(sp.buf_base + e)]);
-      }
+      if (e < sp.seg_n) p[j * step] = Elem<T>::Store(stage[Pad<C>(sp.buf_base + e)]);
     }
     __syncwarp();
   }
@@ -399,8 +569,10 @@ template <typename Agg>
 struct ScanShared {
   GroupDesc desc;
   long long vblock;
-  Agg warp_agg[kWarps];
-  int warp_has[kWarps];
+  // Two sets, used by alternate tiles of a walk, so that a tile's writes never race the reads of
+  // the tile before it without a second barrier.
+  Agg warp_agg[2][kWarps];
+  int warp_has[2][kWarps];
   Agg prefix;
   int prefix_has;
 };
@@ -416,15 +588,20 @@ __device__ __forceinline__ void LoadGroup(const GroupDesc* __restrict__ groups, 
     long long vb = blockIdx.x;
     if (ticket && threadIdx.x == 0) vb = static_cast<long long>(atomicAdd(lb.counter, 1ull));
     vb = __shfl_sync(kFull, vb, 0);
+    // A 32-way search: each round probes 32 evenly spaced groups at once, so a ragged batch of
+    // hundreds of groups costs two dependent loads, not a binary search's eight or more.
+    // groups[lo].block_begin <= vb holds throughout (the first group begins at block 0).
+    const int lane = threadIdx.x;
     int lo = 0;
-    int hi = ngroups - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) >> 1;
-      if (groups[mid].block_begin <= vb) {
-        lo = mid;
-      } else {
-        hi = mid - 1;
-      }
+    int n = ngroups;
+    while (n > 1) {
+      const int stride = (n + 31) / 32;
+      const int probe = lo + lane * stride;
+      const bool before = lane * stride < n && groups[probe].block_begin <= vb;
+      const unsigned found = __ballot_sync(kFull, before);
+      const int k = 31 - __clz(static_cast<int>(found));
+      lo += k * stride;
+      n = min(stride, n - k * stride);
     }
     constexpr int kWords = sizeof(GroupDesc) / 16;
     static_assert(kWords <= 32);
@@ -441,8 +618,8 @@ __device__ __forceinline__ void LoadGroup(const GroupDesc* __restrict__ groups, 
 
 // Exclusive prefix of this thread within its unit, and the unit's total.
 template <typename Op, typename Agg>
-__device__ __forceinline__ void UnitScan(Agg mine, bool has, int unit_threads, ScanShared<Agg>& sh,
-                                         Maybe<Agg>& excl, Maybe<Agg>& total) {
+__device__ __forceinline__ void UnitScan(Agg mine, bool has, int unit_threads, int parity,
+                                         ScanShared<Agg>& sh, Maybe<Agg>& excl, Maybe<Agg>& total) {
   const int lane = threadIdx.x & 31;
   const int seg = min(unit_threads, 32);
   const int li = lane & (seg - 1);
@@ -469,8 +646,8 @@ __device__ __forceinline__ void UnitScan(Agg mine, bool has, int unit_threads, S
   }
   const int warp = threadIdx.x >> 5;
   if (lane == 31) {
-    sh.warp_agg[warp] = seg_total;
-    sh.warp_has[warp] = seg_has;
+    sh.warp_agg[parity][warp] = seg_total;
+    sh.warp_has[parity][warp] = seg_has;
   }
   __syncthreads();
   const int warps_per_unit = unit_threads >> 5;
@@ -479,7 +656,7 @@ __device__ __forceinline__ void UnitScan(Agg mine, bool has, int unit_threads, S
   Maybe<Agg> all{Agg{}, false};
   for (int w = first; w < first + warps_per_unit; ++w) {
     if (w == warp) before = all;
-    if (sh.warp_has[w]) all = Compose<Op>(all, Maybe<Agg>{sh.warp_agg[w], true});
+    if (sh.warp_has[parity][w]) all = Compose<Op>(all, Maybe<Agg>{sh.warp_agg[parity][w], true});
   }
   total = all;
   excl = Compose<Op>(before, Maybe<Agg>{ex, exh});
@@ -531,14 +708,21 @@ __device__ __forceinline__ Maybe<Agg> LookbackPrefix(const LookbackTemp& lb, int
 }
 
 // The composition of every item before this thread's first one in its row: the unit scan, then
-// (rows of several tiles) the look-back. Every thread of the block must call it.
+// (rows of several tiles) the walk's carry or the look-back. `carry` holds the composition of the
+// tiles a walk has passed (start it empty); every thread of the block must call this once per tile.
 template <typename Op, typename Agg>
 __device__ __forceinline__ Maybe<Agg> ThreadPrefix(Agg mine, bool has, const Unit& u,
-                                                   ScanShared<Agg>& sh, const LookbackTemp& lb) {
+                                                   ScanShared<Agg>& sh, const LookbackTemp& lb,
+                                                   Maybe<Agg>& carry) {
   Maybe<Agg> excl;
   Maybe<Agg> total;
-  UnitScan<Op>(mine, has, u.unit_threads, sh, excl, total);
+  UnitScan<Op>(mine, has, u.unit_threads, static_cast<int>(u.tile & 1), sh, excl, total);
   if (u.tiles == 1) return excl;
+  if (u.walk) {
+    const Maybe<Agg> prefix = Compose<Op>(carry, excl);
+    carry = Compose<Op>(carry, total);
+    return prefix;
+  }
   // Rows of several tiles have one unit per block, and every unit of the group is valid.
   constexpr int kWindow = Tuning::kLookbackWindow;
   const int64_t slot0 = sh.desc.slot_begin + u.row * u.tiles;

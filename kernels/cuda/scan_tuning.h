@@ -18,14 +18,20 @@ struct RowScan {
   // threads just large enough for the row); longer rows are cut into tiles of this size that run
   // on different blocks and chain through a look-back.
   static constexpr int kTileItems = kBlockThreads * kItemsPerThread;
+  // Rows of up to this many tiles are scanned by one block that walks its tiles in order,
+  // carrying the state in registers: no look-back, no temp storage, and no block waits on another.
+  // Longer rows spread over many blocks instead, so that a single long request still fills the
+  // GPU; at this size one row alone takes one SM for tens of microseconds at most.
+  static constexpr int kWalkMaxTiles = 16;
   // Tiles per look-back window: a tile folds the aggregates of the tiles before it in its window
   // and the published prefix of the previous window, so a 2^24-step row is a chain of only
   // 2^24 / (kTileItems * kLookbackWindow) = 16 dependent hops.
   static constexpr int kLookbackWindow = 256;
   // Occupancy hints for __launch_bounds__: blocks that must fit on one SM at once (register cap
-  // 65536 / (kBlockThreads * n)). Streaming needs enough loads in flight per SM; the backward
-  // pass holds more arrays and gets more registers.
-  static constexpr int kMinBlocksPerSm = 3;
+  // 65536 / (kBlockThreads * n)). At three blocks (80 registers) the kernels spill hundreds of
+  // bytes; on the H200 that was 5-30% slower on most shapes (faster only for associative scans
+  // and look-back rows), so all variants take two.
+  static constexpr int kMinBlocksPerSm = 2;
   static constexpr int kMinBlocksPerSmBackward = 2;
   // Per-thread 16-byte loads and stores (each thread moving its own 64 contiguous bytes). Off:
   // on the H100 they ran at 27-29% of the copy floor where the warp-cooperative path (coalesced

@@ -101,10 +101,13 @@ class CudaAgreesWithCpu : public ::testing::Test {
 // the mismatches fall on the threads' 16-step runs, which tells a scan bug from an I/O bug.
 TEST_F(CudaAgreesWithCpu, LinearScanAloneWhereMismatchesFall) {
   SCANSERVE_TRACE_SEED(rng_);
-  const SeqShape shapes[] = {{1, 1, 1}, {2, 13, 33}, {1, 67, 5}, {1, 12, 2501}, {2, 7, 200}};
-  for (int variant = 0; variant < 4; ++variant) {
-    const LinearScanOptions o{.has_b = variant == 1 || variant == 3,
+  // 12288 and 20001 steps: rows one block walks over several tiles (aligned, and not).
+  const SeqShape shapes[] = {{1, 1, 1},   {2, 13, 33},   {1, 67, 5},   {1, 12, 2501},
+                             {2, 7, 200}, {1, 3, 12288}, {1, 2, 20001}};
+  for (int variant = 0; variant < 5; ++variant) {
+    const LinearScanOptions o{.has_b = variant == 1 || variant >= 3,
                               .has_h0 = variant >= 2,
+                              .reverse = variant == 4,
                               .return_final_state = variant >= 2};
     for (const SeqShape& shape : shapes) {
       LinearScanData d = MakeLinearScanData(o, shape, rng_);
@@ -129,11 +132,12 @@ TEST_F(CudaAgreesWithCpu, LinearScanAloneWhereMismatchesFall) {
       }
       std::string hist;
       for (int k = 0; k < 16; ++k) hist += std::to_string(by_item[k]) + " ";
-      EXPECT_EQ(bad, 0) << "b" << o.has_b << " h0" << o.has_h0 << " shape (" << shape.batch << ","
-                        << shape.dim << "," << shape.length << "): " << bad << " of "
-                        << want.count() << " differ; first at row " << first / shape.length
-                        << " step " << first % shape.length << " got " << d.y.Get(first) << " want "
-                        << want.Get(first) << "; by step % 16: " << hist;
+      EXPECT_EQ(bad, 0) << "b" << o.has_b << " h0" << o.has_h0 << " reverse" << o.reverse
+                        << " shape (" << shape.batch << "," << shape.dim << "," << shape.length
+                        << "): " << bad << " of " << want.count() << " differ; first at row "
+                        << first / shape.length << " step " << first % shape.length << " got "
+                        << d.y.Get(first) << " want " << want.Get(first)
+                        << "; by step % 16: " << hist;
     }
   }
 }
@@ -144,7 +148,7 @@ TEST(CudaLinearScanKernel, MatchesRecurrenceOnDeviceBuffers) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no usable CUDA device";
   Rng rng;
   SCANSERVE_TRACE_SEED(rng);
-  const SeqShape shapes[] = {{1, 1, 1}, {2, 7, 200}, {1, 67, 5}, {1, 12, 2501}};
+  const SeqShape shapes[] = {{1, 1, 1}, {2, 7, 200}, {1, 67, 5}, {1, 12, 2501}, {2, 3, 12288}};
   for (bool has_h0 : {false, true}) {
     for (const SeqShape& shape : shapes) {
       const int64_t n = shape.elements();

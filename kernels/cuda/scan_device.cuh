@@ -301,9 +301,10 @@ __device__ __forceinline__ void SegmentToThread(const Span& sp, C* stage, const 
 
 // ---- the unit path: whole segments moved as 16-byte units --------------------------------------
 //
-// A warp whose segment is contiguous, full (32 lanes, 32 * kIpt steps) and 16-byte aligned moves
-// it as 16-byte units: lane l loads units l, l + 32, ... coalesced, then the staging buffer hands
-// each thread its own consecutive units. Same values in the same registers as the scalar path,
+// A warp whose segments (one per unit narrower than a warp) are contiguous, full (seg_lanes *
+// kIpt steps each) and 16-byte aligned moves them as 16-byte units: lane l of a segment loads its
+// units l, l + seg_lanes, ... coalesced, then the staging buffer hands each thread its own
+// consecutive units. Same values in the same registers as the scalar path,
 // with a quarter (16-bit types: an eighth) of its load, store and shared-memory instructions.
 template <typename T>
 struct UnitPath {
@@ -322,10 +323,10 @@ __device__ __forceinline__ int64_t UnitStart(const RowView& v, const Span& sp) {
   return v.reverse ? v.length - sp.seg_start - sp.seg_n : sp.seg_start;
 }
 
-// Whether the warp's segment of `row` takes the unit path (the same answer on every lane).
+// Whether the warp's segments of `row` take the unit path (the same answer on every lane).
 template <typename T>
 __device__ __forceinline__ bool UnitPathOk(const T* row, const RowView& v, const Span& sp) {
-  const bool ok = v.stride == 1 && sp.seg_lanes == 32 && sp.seg_n == 32 * kIpt &&
+  const bool ok = v.stride == 1 && sp.seg_n == sp.seg_lanes * kIpt &&
                   (reinterpret_cast<uintptr_t>(row + UnitStart(v, sp)) & 15) == 0;
   return __all_sync(kFull, ok);
 }
@@ -335,7 +336,7 @@ __device__ __forceinline__ void UnitLoad(const T* __restrict__ row, const RowVie
                                          const Span& sp, uint4 (&raw)[UnitPath<T>::kPerThread]) {
   const uint4* src = reinterpret_cast<const uint4*>(row + UnitStart(v, sp)) + sp.li;
 #pragma unroll
-  for (int k = 0; k < UnitPath<T>::kPerThread; ++k) raw[k] = __ldg(src + 32 * k);
+  for (int k = 0; k < UnitPath<T>::kPerThread; ++k) raw[k] = __ldg(src + sp.seg_lanes * k);
 }
 
 // Hands the loaded units to the threads that own them, in logical order.
@@ -348,15 +349,17 @@ __device__ __forceinline__ void UnitToThread(const RowView& v, const Span& sp, C
   static_assert(StageElems<C>() * sizeof(C) % 16 == 0 &&
                 StageElems<C>() * sizeof(C) >= 32 * kIpt * sizeof(T));
   uint4* st = reinterpret_cast<uint4*>(stage);
+  const int base = (sp.buf_base / kIpt) * P::kPerThread;  // the segment's first unit
 #pragma unroll
-  for (int k = 0; k < P::kPerThread; ++k) st[UnitSlot(32 * k + sp.li)] = raw[k];
+  for (int k = 0; k < P::kPerThread; ++k) st[UnitSlot(base + sp.seg_lanes * k + sp.li)] = raw[k];
   __syncwarp();
-  // In a reverse row, lane l's logical steps are the physical units of lane 31 - l, backwards.
-  const int owner = v.reverse ? 31 - sp.li : sp.li;
+  // In a reverse row, lane l's logical steps are the physical units of lane seg_lanes - 1 - l of
+  // its segment, backwards.
+  const int owner = v.reverse ? sp.seg_lanes - 1 - sp.li : sp.li;
   T vals[kIpt];
 #pragma unroll
   for (int k = 0; k < P::kPerThread; ++k) {
-    const uint4 w = st[UnitSlot(P::kPerThread * owner + k)];
+    const uint4 w = st[UnitSlot(base + P::kPerThread * owner + k)];
     memcpy(vals + k * P::kPerUnit, &w, 16);
   }
   if (v.reverse) {
@@ -385,17 +388,20 @@ __device__ __forceinline__ void UnitStore(T* __restrict__ row, const RowView& v,
     for (int i = 0; i < kIpt; ++i) vals[i] = Elem<T>::Store(in[i]);
   }
   uint4* st = reinterpret_cast<uint4*>(stage);
-  const int owner = v.reverse ? 31 - sp.li : sp.li;
+  const int base = (sp.buf_base / kIpt) * P::kPerThread;
+  const int owner = v.reverse ? sp.seg_lanes - 1 - sp.li : sp.li;
 #pragma unroll
   for (int k = 0; k < P::kPerThread; ++k) {
     uint4 w;
     memcpy(&w, vals + k * P::kPerUnit, 16);
-    st[UnitSlot(P::kPerThread * owner + k)] = w;
+    st[UnitSlot(base + P::kPerThread * owner + k)] = w;
   }
   __syncwarp();
   uint4* dst = reinterpret_cast<uint4*>(row + UnitStart(v, sp)) + sp.li;
 #pragma unroll
-  for (int k = 0; k < P::kPerThread; ++k) dst[32 * k] = st[UnitSlot(32 * k + sp.li)];
+  for (int k = 0; k < P::kPerThread; ++k) {
+    dst[sp.seg_lanes * k] = st[UnitSlot(base + sp.seg_lanes * k + sp.li)];
+  }
   __syncwarp();
 }
 

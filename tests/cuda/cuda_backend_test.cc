@@ -101,9 +101,10 @@ class CudaAgreesWithCpu : public ::testing::Test {
 // the mismatches fall on the threads' 16-step runs, which tells a scan bug from an I/O bug.
 TEST_F(CudaAgreesWithCpu, LinearScanAloneWhereMismatchesFall) {
   SCANSERVE_TRACE_SEED(rng_);
-  // 12288 and 20001 steps: rows one block walks over several tiles (aligned, and not).
-  const SeqShape shapes[] = {{1, 1, 1},   {2, 13, 33},   {1, 67, 5},   {1, 12, 2501},
-                             {2, 7, 200}, {1, 3, 12288}, {1, 2, 20001}};
+  // 12288 and 20001 steps: rows one block walks over several tiles (aligned, and not); 16 and
+  // 128 steps: several rows per warp, each filling its threads.
+  const SeqShape shapes[] = {{1, 1, 1},     {2, 13, 33},   {1, 67, 5},  {1, 12, 2501}, {2, 7, 200},
+                             {1, 3, 12288}, {1, 2, 20001}, {2, 9, 128}, {1, 40, 16}};
   for (int variant = 0; variant < 5; ++variant) {
     const LinearScanOptions o{.has_b = variant == 1 || variant >= 3,
                               .has_h0 = variant >= 2,
@@ -148,7 +149,8 @@ TEST(CudaLinearScanKernel, MatchesRecurrenceOnDeviceBuffers) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no usable CUDA device";
   Rng rng;
   SCANSERVE_TRACE_SEED(rng);
-  const SeqShape shapes[] = {{1, 1, 1}, {2, 7, 200}, {1, 67, 5}, {1, 12, 2501}, {2, 3, 12288}};
+  const SeqShape shapes[] = {{1, 1, 1},     {2, 7, 200},   {1, 67, 5},
+                             {1, 12, 2501}, {2, 3, 12288}, {4, 9, 64}};
   for (bool has_h0 : {false, true}) {
     for (const SeqShape& shape : shapes) {
       const int64_t n = shape.elements();

@@ -35,16 +35,7 @@ run_one() {
   local regex
   regex="^($(IFS='|'; echo "$*"))\$"
   # halt_on_error / exitcode: a report fails the test even where the code under test would go on.
-  # ScanctlBenchServerTest is skipped under ASan: about one run in ten hits a double free inside
-  # gRPC 1.51 (grpc_cq_internal_unref from FilterStackCall::DestroyCall, then again from the
-  # callback CQ's poller thread) while its fixtures start and stop servers back to back. Every
-  # frame is in libgrpc; the rest of scanctl_test runs.
-  local filter="*"
-  if [[ $kind == address ]]; then
-    filter="-ScanctlBenchServerTest.*"
-  fi
-  GTEST_FILTER="$filter" \
-    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
     LSAN_OPTIONS="suppressions=$PWD/tests/fault/lsan.supp:print_suppressions=0" \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     TSAN_OPTIONS="suppressions=$PWD/tests/fault/tsan.supp:halt_on_error=1:second_deadlock_stack=1:exitcode=66" \

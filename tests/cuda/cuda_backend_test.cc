@@ -223,6 +223,213 @@ TEST(CudaLinearScanKernel, MatchesRecurrenceOnDeviceBuffers) {
   }
 }
 
+// Rows whose length is not a multiple of a 16-byte unit start at every alignment and end in
+// partial segments, so their warps move unaligned windows: aligned units inside, single elements
+// at the edges. Each op, dtype, layout and direction against the CPU backend and float64; 65537
+// steps run on the look-back, 20003 on a walk, the rest on one unit per row.
+TEST_F(CudaAgreesWithCpu, OddLengthRowsEveryPath) {
+  SCANSERVE_TRACE_SEED(rng_);
+  const SeqShape shapes[] = {{1, 3, 8191}, {2, 3, 4097}, {1, 5, 511},   {2, 3, 513},   {3, 5, 127},
+                             {1, 7, 129},  {1, 3, 1027}, {1, 2, 20003}, {1, 1, 65537}, {2, 9, 33}};
+  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    SCOPED_TRACE(std::string(DTypeName(dtype)));
+    const double tol = dtype == DType::kFloat32 ? 1e-4 : (dtype == DType::kFloat16 ? 4e-3 : 2e-2);
+    for (const Layout layout : {Layout::kBDL, Layout::kBLD}) {
+      for (const bool reverse : {false, true}) {
+        SCOPED_TRACE(std::string(layout == Layout::kBDL ? "bdl" : "bld") +
+                     (reverse ? " reverse" : " forward"));
+        std::vector<LinearScanData> linear;
+        std::vector<LinearScanBackwardData> backward;
+        std::vector<AssociativeScanData> associative;
+        std::vector<AssociativeScanData> integers;
+        for (const SeqShape& shape : shapes) {
+          linear.push_back(MakeLinearScanData({.dtype = dtype,
+                                               .layout = layout,
+                                               .has_b = true,
+                                               .has_c = true,
+                                               .has_h0 = true,
+                                               .reverse = reverse,
+                                               .return_final_state = true},
+                                              shape, rng_));
+          backward.push_back(MakeLinearScanBackwardData(
+              {.dtype = dtype, .layout = layout, .has_b = true, .reverse = reverse}, shape, rng_));
+          associative.push_back(MakeAssociativeScanData(
+              {.dtype = dtype, .layout = layout, .op = ScanOperator::kAdd, .reverse = reverse},
+              shape, rng_));
+          if (dtype == DType::kFloat32) {
+            integers.push_back(MakeAssociativeScanData({.dtype = DType::kInt32,
+                                                        .layout = layout,
+                                                        .op = ScanOperator::kAdd,
+                                                        .reverse = reverse},
+                                                       shape, rng_));
+          }
+        }
+        Compare(linear, tol);
+        ExpectMatchesReference(linear);
+        Compare(backward, tol);
+        ExpectMatchesReference(backward);
+        Compare(associative, tol);
+        ExpectMatchesReference(associative);
+        if (!integers.empty()) {
+          Compare(integers, 0.0);
+          ExpectMatchesReference(integers);
+        }
+      }
+    }
+  }
+}
+
+// The bytes of y from a forward linear scan (no b, c or h0) of `a` and `x` (`es`-byte elements,
+// dtype `dtype`) whose device copies start `offset` elements past a 256-byte boundary and end at
+// the end of their allocations, so that a load past a tensor's end is a memcheck error. y has
+// guard elements on both sides; `guards_intact` says whether the launch left them alone.
+struct OffsetRun {
+  std::vector<unsigned char> y;
+  bool guards_intact = false;
+};
+OffsetRun RunLinearAtOffset(DType dtype, size_t es, SeqShape shape, bool reverse, int offset,
+                            const std::vector<unsigned char>& a,
+                            const std::vector<unsigned char>& x) {
+  constexpr int kGuard = 64;
+  constexpr unsigned char kSentinel = 0x7b;
+  const size_t bytes = a.size();
+  const size_t lead = static_cast<size_t>(offset) * es;
+  OffsetRun run;
+  void* da = nullptr;
+  void* dx = nullptr;
+  void* dy = nullptr;
+  void* desc = nullptr;
+  void* temp = nullptr;
+  const size_t y_bytes = lead + bytes + 2 * kGuard * es;
+  EXPECT_EQ(cudaMalloc(&da, lead + bytes), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&dx, lead + bytes), cudaSuccess);
+  EXPECT_EQ(cudaMalloc(&dy, y_bytes), cudaSuccess);
+  char* pa = static_cast<char*>(da) + lead;
+  char* px = static_cast<char*>(dx) + lead;
+  char* py = static_cast<char*>(dy) + kGuard * es + lead;
+  EXPECT_EQ(cudaMemcpy(pa, a.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(px, x.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemset(dy, kSentinel, y_bytes), cudaSuccess);
+  const LinearScanOptions o{.dtype = dtype, .reverse = reverse};
+  cuda::LinearScanRows r;
+  r.geometry = cuda::RowGeometryOf(shape, Layout::kBDL);
+  r.a = pa;
+  r.x = px;
+  r.y = py;
+  const std::span<const cuda::LinearScanRows> span(&r, 1);
+  const cuda::LaunchSizes sizes = cuda::LinearScanSizes(o, span);
+  std::vector<char> host_desc(sizes.descriptor_bytes);
+  EXPECT_EQ(cudaMalloc(&desc, sizes.descriptor_bytes + 16), cudaSuccess);
+  if (sizes.temp_bytes > 0) {
+    EXPECT_EQ(cudaMalloc(&temp, sizes.temp_bytes), cudaSuccess);
+  }
+  cuda::LinearScanDescribe(o, span, temp, host_desc.data());
+  EXPECT_EQ(cudaMemcpy(desc, host_desc.data(), sizes.descriptor_bytes, cudaMemcpyHostToDevice),
+            cudaSuccess);
+  EXPECT_EQ(cuda::LinearScanLaunch(o, span, desc, temp, nullptr), 0);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  std::vector<unsigned char> all(y_bytes);
+  EXPECT_EQ(cudaMemcpy(all.data(), dy, y_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaFree(da);
+  cudaFree(dx);
+  cudaFree(dy);
+  cudaFree(desc);
+  if (temp != nullptr) cudaFree(temp);
+  const size_t y0 = kGuard * es + lead;
+  run.y.assign(all.begin() + y0, all.begin() + y0 + bytes);
+  run.guards_intact =
+      std::all_of(all.begin(), all.begin() + y0, [](unsigned char c) { return c == kSentinel; }) &&
+      std::all_of(all.begin() + y0 + bytes, all.end(),
+                  [](unsigned char c) { return c == kSentinel; });
+  return run;
+}
+
+// The same rows at every misalignment of their tensors give the same bits (whichever path loads
+// and stores them), match a float64 recurrence, and write nothing outside y.
+TEST(CudaLinearScanKernel, MisalignedTensorsGiveTheSameBitsAndWriteOnlyTheirRows) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no usable CUDA device";
+  Rng rng;
+  SCANSERVE_TRACE_SEED(rng);
+  // Walks (8191, 12289), single units (511, 127) and an aligned length; small enough for the
+  // sanitizers (OddLengthRowsEveryPath covers look-back rows).
+  const SeqShape shapes[] = {{1, 2, 8191}, {1, 1, 12289}, {2, 3, 511}, {1, 9, 127}, {1, 1, 4096}};
+  for (const DType dtype : {DType::kFloat32, DType::kBFloat16}) {
+    const size_t es = dtype == DType::kFloat32 ? 4 : 2;
+    const int units = static_cast<int>(16 / es);
+    const double tol = dtype == DType::kFloat32 ? 1e-5 : 2e-2;
+    // float32 values, and bfloat16 as the top half of float32 (truncation keeps it exact).
+    const auto encode = [&](float v, unsigned char* out) {
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      if (es == 2) {
+        const uint16_t top = static_cast<uint16_t>(bits >> 16);
+        std::memcpy(out, &top, 2);
+      } else {
+        std::memcpy(out, &bits, 4);
+      }
+    };
+    const auto decode = [&](const unsigned char* in) {
+      uint32_t bits = 0;
+      if (es == 2) {
+        uint16_t top;
+        std::memcpy(&top, in, 2);
+        bits = uint32_t{top} << 16;
+      } else {
+        std::memcpy(&bits, in, 4);
+      }
+      float v;
+      std::memcpy(&v, &bits, 4);
+      return static_cast<double>(v);
+    };
+    for (const bool reverse : {false, true}) {
+      for (const SeqShape& shape : shapes) {
+        const int64_t n = shape.elements();
+        std::vector<unsigned char> a(n * es), x(n * es);
+        for (int64_t i = 0; i < n; ++i) {
+          encode(static_cast<float>(rng.Uniform(0.5, 1.0)), a.data() + i * es);
+          encode(static_cast<float>(rng.Uniform(-1.0, 1.0)), x.data() + i * es);
+        }
+        std::vector<unsigned char> first;
+        for (int offset = 0; offset < units; ++offset) {
+          const OffsetRun run = RunLinearAtOffset(dtype, es, shape, reverse, offset, a, x);
+          const std::string where =
+              std::string(DTypeName(dtype)) + " reverse " + std::to_string(reverse) + " shape (" +
+              std::to_string(shape.batch) + "," + std::to_string(shape.dim) + "," +
+              std::to_string(shape.length) + ") offset " + std::to_string(offset);
+          EXPECT_TRUE(run.guards_intact) << where << ": a store left y";
+          if (offset == 0) {
+            first = run.y;
+            int64_t bad = 0;
+            std::string first_bad;
+            for (int64_t row = 0; row < shape.rows(); ++row) {
+              double h = 0;
+              for (int64_t k = 0; k < shape.length; ++k) {
+                const int64_t t = reverse ? shape.length - 1 - k : k;
+                const int64_t i = row * shape.length + t;
+                h = decode(a.data() + i * es) * h + decode(x.data() + i * es);
+                const double got = decode(run.y.data() + i * es);
+                if (!(std::abs(got - h) <= tol * (std::abs(h) + 1.0)) && bad++ == 0) {
+                  first_bad = "row " + std::to_string(row) + " step " + std::to_string(t) +
+                              " got " + std::to_string(got) + " want " + std::to_string(h);
+                }
+              }
+            }
+            EXPECT_EQ(bad, 0) << where << ": first " << first_bad;
+          } else {
+            int64_t differ = 0;
+            int64_t at = -1;
+            for (size_t b = 0; b < first.size(); ++b) {
+              if (first[b] != run.y[b] && differ++ == 0) at = static_cast<int64_t>(b / es);
+            }
+            EXPECT_EQ(differ, 0) << where << ": bytes differ from offset 0, first at element "
+                                 << at;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_F(CudaAgreesWithCpu, EveryOpEveryDtype) {
   SCANSERVE_TRACE_SEED(rng_);
   for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {

@@ -98,31 +98,41 @@ size_t SeqBytes(const Sequence& s, DType dtype) {
   return static_cast<size_t>(s.shape.elements()) * DTypeSize(dtype);
 }
 
+// (B, D): the shape of per-row states (h0, final state, dh0).
+std::vector<int64_t> StateDims(const Sequence& seq) { return {seq.shape.batch, seq.shape.dim}; }
+
+// The inputs linear_scan and linear_scan_backward share: a, x and the optional b, c and h0.
+template <typename Request, typename Problem>
+absl::Status LinearInputs(const Request& m, const Sequence& seq, Buffers& buffers, Problem& p) {
+  p.shape = seq.shape;
+  SCANCTL_ASSIGN_OR_RETURN(a, buffers.Input(m.a(), "a", seq.dtype, seq.dims, seq.layout));
+  SCANCTL_ASSIGN_OR_RETURN(x, buffers.Input(m.x(), "x", seq.dtype, seq.dims, seq.layout));
+  p.a = a;
+  p.x = x;
+  if (m.has_b()) {
+    SCANCTL_ASSIGN_OR_RETURN(b, buffers.Input(m.b(), "b", seq.dtype, seq.dims, seq.layout));
+    p.b = b;
+  }
+  if (m.has_c()) {
+    SCANCTL_ASSIGN_OR_RETURN(c, buffers.Input(m.c(), "c", seq.dtype, seq.dims, seq.layout));
+    p.c = c;
+  }
+  if (m.has_h0()) {
+    SCANCTL_ASSIGN_OR_RETURN(
+        h0, buffers.Input(m.h0(), "h0", DType::kFloat32, StateDims(seq), std::nullopt));
+    p.h0 = static_cast<const float*>(h0);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<v1::StreamResponse> LinearScan(const v1::LinearScanRequest& m, Backend& backend) {
   SCANCTL_ASSIGN_OR_RETURN(seq, SequenceOf(m.x(), "x"));
   Buffers buffers;
   LinearScanOptions o{
       seq.dtype, seq.layout, m.has_b(), m.has_c(), m.has_h0(), m.reverse(), m.return_final_state()};
   LinearScanProblem p;
-  p.shape = seq.shape;
-  SCANCTL_ASSIGN_OR_RETURN(a, buffers.Input(m.a(), "a", seq.dtype, seq.dims, seq.layout));
-  SCANCTL_ASSIGN_OR_RETURN(x, buffers.Input(m.x(), "x", seq.dtype, seq.dims, seq.layout));
-  p.a = a;
-  p.x = x;
-  if (o.has_b) {
-    SCANCTL_ASSIGN_OR_RETURN(b, buffers.Input(m.b(), "b", seq.dtype, seq.dims, seq.layout));
-    p.b = b;
-  }
-  if (o.has_c) {
-    SCANCTL_ASSIGN_OR_RETURN(c, buffers.Input(m.c(), "c", seq.dtype, seq.dims, seq.layout));
-    p.c = c;
-  }
-  const std::vector<int64_t> state_dims = {seq.shape.batch, seq.shape.dim};
-  if (o.has_h0) {
-    SCANCTL_ASSIGN_OR_RETURN(
-        h0, buffers.Input(m.h0(), "h0", DType::kFloat32, state_dims, std::nullopt));
-    p.h0 = static_cast<const float*>(h0);
-  }
+  if (absl::Status s = LinearInputs(m, seq, buffers, p); !s.ok()) return s;
+  const std::vector<int64_t> state_dims = StateDims(seq);
   p.y = buffers.Alloc(SeqBytes(seq, seq.dtype));
   if (o.return_final_state) {
     p.final_state = static_cast<float*>(buffers.Alloc(seq.shape.rows() * sizeof(float)));
@@ -145,27 +155,10 @@ absl::StatusOr<v1::StreamResponse> LinearScanBackward(const v1::LinearScanBackwa
   LinearScanBackwardOptions o{seq.dtype,  seq.layout, m.has_b(),  m.has_c(),
                               m.has_h0(), m.has_h(),  m.reverse()};
   LinearScanBackwardProblem p;
-  p.shape = seq.shape;
-  SCANCTL_ASSIGN_OR_RETURN(a, buffers.Input(m.a(), "a", seq.dtype, seq.dims, seq.layout));
-  SCANCTL_ASSIGN_OR_RETURN(x, buffers.Input(m.x(), "x", seq.dtype, seq.dims, seq.layout));
+  if (absl::Status s = LinearInputs(m, seq, buffers, p); !s.ok()) return s;
   SCANCTL_ASSIGN_OR_RETURN(dy, buffers.Input(m.dy(), "dy", seq.dtype, seq.dims, seq.layout));
-  p.a = a;
-  p.x = x;
   p.dy = dy;
-  if (o.has_b) {
-    SCANCTL_ASSIGN_OR_RETURN(b, buffers.Input(m.b(), "b", seq.dtype, seq.dims, seq.layout));
-    p.b = b;
-  }
-  if (o.has_c) {
-    SCANCTL_ASSIGN_OR_RETURN(c, buffers.Input(m.c(), "c", seq.dtype, seq.dims, seq.layout));
-    p.c = c;
-  }
-  const std::vector<int64_t> state_dims = {seq.shape.batch, seq.shape.dim};
-  if (o.has_h0) {
-    SCANCTL_ASSIGN_OR_RETURN(
-        h0, buffers.Input(m.h0(), "h0", DType::kFloat32, state_dims, std::nullopt));
-    p.h0 = static_cast<const float*>(h0);
-  }
+  const std::vector<int64_t> state_dims = StateDims(seq);
   if (o.has_states) {
     SCANCTL_ASSIGN_OR_RETURN(h, buffers.Input(m.h(), "h", DType::kFloat32, seq.dims, seq.layout));
     p.states = static_cast<const float*>(h);

@@ -292,6 +292,28 @@ void CountOutput(const Shape& shape, DType dtype, Totals& totals) {
   totals.Add(e, /*output=*/true);
 }
 
+// The inputs linear_scan and linear_scan_backward share: x (which sets dtype, layout and shape), a
+// and the optional b, c and h0. Returns x's geometry.
+template <typename Request, typename Problem>
+absl::StatusOr<Seq> CheckLinearInputs(const Request& request, Totals& totals, Problem& p) {
+  SCANSERVE_ASSIGN_OR_RETURN(Seq x, CheckPrimary("x", request.x(), true, totals, &p.x));
+  const Expect like_x = LikePrimary(x);
+  SCANSERVE_ASSIGN_OR_RETURN(p.a, CheckExact("a", request.a(), like_x, totals));
+  if (request.has_b()) {
+    SCANSERVE_ASSIGN_OR_RETURN(p.b, CheckExact("b", request.b(), like_x, totals));
+  }
+  if (request.has_c()) {
+    SCANSERVE_ASSIGN_OR_RETURN(p.c, CheckExact("c", request.c(), like_x, totals));
+  }
+  if (request.has_h0()) {
+    const Shape bd{x.shape.batch, x.shape.dim};
+    SCANSERVE_ASSIGN_OR_RETURN(const void* h0,
+                               CheckExact("h0", request.h0(), Float32(bd, "(B, D)"), totals));
+    p.h0 = static_cast<const float*>(h0);
+  }
+  return x;
+}
+
 }  // namespace
 
 absl::StatusOr<ValidatedWork> ValidateLinearScan(const v1::LinearScanRequest& request,
@@ -304,21 +326,8 @@ absl::StatusOr<ValidatedWork> ValidateLinearScan(const v1::LinearScanRequest& re
   Totals totals;
   LinearScanWork w;
   LinearScanProblem& p = w.problem;
-  SCANSERVE_ASSIGN_OR_RETURN(Seq x, CheckPrimary("x", request.x(), true, totals, &p.x));
-  const Expect like_x = LikePrimary(x);
-  SCANSERVE_ASSIGN_OR_RETURN(p.a, CheckExact("a", request.a(), like_x, totals));
-  if (request.has_b()) {
-    SCANSERVE_ASSIGN_OR_RETURN(p.b, CheckExact("b", request.b(), like_x, totals));
-  }
-  if (request.has_c()) {
-    SCANSERVE_ASSIGN_OR_RETURN(p.c, CheckExact("c", request.c(), like_x, totals));
-  }
+  SCANSERVE_ASSIGN_OR_RETURN(Seq x, CheckLinearInputs(request, totals, p));
   const Shape bd{x.shape.batch, x.shape.dim};
-  if (request.has_h0()) {
-    SCANSERVE_ASSIGN_OR_RETURN(const void* h0,
-                               CheckExact("h0", request.h0(), Float32(bd, "(B, D)"), totals));
-    p.h0 = static_cast<const float*>(h0);
-  }
   w.options = {.dtype = x.dtype,
                .layout = x.layout,
                .has_b = request.has_b(),
@@ -352,22 +361,9 @@ absl::StatusOr<ValidatedWork> ValidateLinearScanBackward(
   Totals totals;
   LinearScanBackwardWork w;
   LinearScanBackwardProblem& p = w.problem;
-  SCANSERVE_ASSIGN_OR_RETURN(Seq x, CheckPrimary("x", request.x(), true, totals, &p.x));
-  const Expect like_x = LikePrimary(x);
-  SCANSERVE_ASSIGN_OR_RETURN(p.a, CheckExact("a", request.a(), like_x, totals));
-  SCANSERVE_ASSIGN_OR_RETURN(p.dy, CheckExact("dy", request.dy(), like_x, totals));
-  if (request.has_b()) {
-    SCANSERVE_ASSIGN_OR_RETURN(p.b, CheckExact("b", request.b(), like_x, totals));
-  }
-  if (request.has_c()) {
-    SCANSERVE_ASSIGN_OR_RETURN(p.c, CheckExact("c", request.c(), like_x, totals));
-  }
+  SCANSERVE_ASSIGN_OR_RETURN(Seq x, CheckLinearInputs(request, totals, p));
+  SCANSERVE_ASSIGN_OR_RETURN(p.dy, CheckExact("dy", request.dy(), LikePrimary(x), totals));
   const Shape bd{x.shape.batch, x.shape.dim};
-  if (request.has_h0()) {
-    SCANSERVE_ASSIGN_OR_RETURN(const void* h0,
-                               CheckExact("h0", request.h0(), Float32(bd, "(B, D)"), totals));
-    p.h0 = static_cast<const float*>(h0);
-  }
   if (request.has_h()) {
     Expect states = Float32(x.wire(), std::string("x's shape ") + SeqDimsText(x.layout), x.layout);
     states.layout_rule = "must equal x.layout " + Name(x.layout);

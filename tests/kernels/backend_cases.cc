@@ -122,6 +122,20 @@ void CopySteps(const HostTensor& src, const SeqShape& src_shape, Layout layout, 
   }
 }
 
+// The inverse of CopySteps: writes all of `piece` (shape `piece_shape`) into steps t0.. of
+// `whole`, which is how chained requests reassemble one request's output.
+void PasteSteps(const HostTensor& piece, const SeqShape& piece_shape, Layout layout, int64_t t0,
+                HostTensor& whole, const SeqShape& whole_shape) {
+  for (int64_t b = 0; b < piece_shape.batch; ++b) {
+    for (int64_t d = 0; d < piece_shape.dim; ++d) {
+      for (int64_t t = 0; t < piece_shape.length; ++t) {
+        whole.Set(SeqOffset(whole_shape, layout, b, d, t0 + t),
+                  piece.Get(SeqOffset(piece_shape, layout, b, d, t)));
+      }
+    }
+  }
+}
+
 // Splits [0, length) into `pieces` non-empty consecutive ranges, returned as starts plus length.
 std::vector<int64_t> RandomCuts(Rng& rng, int64_t length, int pieces) {
   std::vector<int64_t> cuts = {0, length};
@@ -628,14 +642,7 @@ void LinearScanChained(Backend& backend, Rng& rng, bool bit_exact) {
         Poison(piece);
         ASSERT_TRUE(RunBatch(backend, {&piece}).ok());
         std::memcpy(state.data(), piece.final_state.data(), state.bytes());
-        for (int64_t b = 0; b < shape.batch; ++b) {
-          for (int64_t d = 0; d < shape.dim; ++d) {
-            for (int64_t t = 0; t < ps.length; ++t) {
-              y.Set(SeqOffset(shape, layout, b, d, t0 + t),
-                    piece.y.Get(SeqOffset(ps, layout, b, d, t)));
-            }
-          }
-        }
+        PasteSteps(piece.y, ps, layout, t0, y, shape);
       }
       const RefLinearScan ref = ReferenceLinearScan(o, whole.Problem());
       ExpectWithin(y, ref.y, Tolerance(o.dtype), "chained y");
@@ -851,14 +858,7 @@ void SelectiveScanChained(Backend& backend, Rng& rng, bool bit_exact) {
       Poison(piece);
       ASSERT_TRUE(RunBatch(backend, {&piece}).ok());
       std::memcpy(state.data(), piece.last_state.data(), state.bytes());
-      for (int64_t b = 0; b < shape.batch; ++b) {
-        for (int64_t d = 0; d < shape.dim; ++d) {
-          for (int64_t t = 0; t < ps.length; ++t) {
-            y.Set(SeqOffset(shape, layout, b, d, t0 + t),
-                  piece.y.Get(SeqOffset(ps, layout, b, d, t)));
-          }
-        }
-      }
+      PasteSteps(piece.y, ps, layout, t0, y, shape);
     }
     const RefSelectiveScan ref = ReferenceSelectiveScan(o, whole.Problem());
     ExpectWithin(y, ref.y, Tolerance(o.dtype), "chained y");

@@ -340,6 +340,27 @@ class ExecutorTest : public ::testing::Test {
     }
   }
 
+  // `threads` threads start together and each submits `per_thread` associative jobs; returns
+  // every job, in submission order per thread, once all threads are done submitting.
+  std::vector<TestJobPtr> SubmitConcurrently(Executor& executor, int threads, int per_thread) {
+    std::vector<TestJobPtr> jobs;
+    for (int i = 0; i < threads * per_thread; ++i) {
+      jobs.push_back(TestJob::Associative(rng_, &tracker_));
+    }
+    absl::Barrier* start = new absl::Barrier(threads);
+    std::vector<std::thread> submitters;
+    for (int t = 0; t < threads; ++t) {
+      submitters.emplace_back([&, t] {
+        if (start->Block()) delete start;
+        for (int i = 0; i < per_thread; ++i) {
+          EXPECT_TRUE(executor.Submit(jobs[t * per_thread + i]).ok());
+        }
+      });
+    }
+    for (std::thread& thread : submitters) thread.join();
+    return jobs;
+  }
+
   const uint32_t seed_;
   std::mt19937 rng_;
   ::testing::ScopedTrace trace_;
@@ -355,18 +376,7 @@ TEST_F(ExecutorTest, ConcurrentSubmittersAreGroupedBySize) {
   Executor executor(&backend, Config(16, absl::Hours(1)), &clock, null_metrics_.get());
   constexpr int kThreads = 8;
   constexpr int kPerThread = 16;
-  std::vector<TestJobPtr> jobs;
-  for (int i = 0; i < kThreads * kPerThread; ++i)
-    jobs.push_back(TestJob::Associative(rng_, &tracker_));
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < kPerThread; ++i) {
-        EXPECT_TRUE(executor.Submit(jobs[t * kPerThread + i]).ok());
-      }
-    });
-  }
-  for (std::thread& thread : threads) thread.join();
+  const std::vector<TestJobPtr> jobs = SubmitConcurrently(executor, kThreads, kPerThread);
   ASSERT_TRUE(tracker_.AwaitFinished(kThreads * kPerThread));
   const auto batches = backend.batches();
   ASSERT_EQ(batches.size(), 8u);
@@ -398,20 +408,7 @@ TEST_F(ExecutorTest, RealClockDelayGroupsRequests) {
                     null_metrics_.get());
   constexpr int kThreads = 4;
   constexpr int kPerThread = 50;
-  std::vector<TestJobPtr> jobs;
-  for (int i = 0; i < kThreads * kPerThread; ++i)
-    jobs.push_back(TestJob::Associative(rng_, &tracker_));
-  absl::Barrier* start = new absl::Barrier(kThreads);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      if (start->Block()) delete start;
-      for (int i = 0; i < kPerThread; ++i) {
-        EXPECT_TRUE(executor.Submit(jobs[t * kPerThread + i]).ok());
-      }
-    });
-  }
-  for (std::thread& thread : threads) thread.join();
+  const std::vector<TestJobPtr> jobs = SubmitConcurrently(executor, kThreads, kPerThread);
   ASSERT_TRUE(tracker_.AwaitFinished(kThreads * kPerThread));
   ExpectAllRanOnce(jobs, backend);
   // Submitting takes far less than the delay, so requests share batches: on average at least 10.
@@ -424,18 +421,7 @@ TEST_F(ExecutorTest, OneRequestPerBatchNeverGroups) {
                     null_metrics_.get());
   constexpr int kThreads = 4;
   constexpr int kPerThread = 50;
-  std::vector<TestJobPtr> jobs;
-  for (int i = 0; i < kThreads * kPerThread; ++i)
-    jobs.push_back(TestJob::Associative(rng_, &tracker_));
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < kPerThread; ++i) {
-        EXPECT_TRUE(executor.Submit(jobs[t * kPerThread + i]).ok());
-      }
-    });
-  }
-  for (std::thread& thread : threads) thread.join();
+  const std::vector<TestJobPtr> jobs = SubmitConcurrently(executor, kThreads, kPerThread);
   ASSERT_TRUE(tracker_.AwaitFinished(kThreads * kPerThread));
   const auto batches = backend.batches();
   ASSERT_EQ(batches.size(), static_cast<size_t>(kThreads * kPerThread));

@@ -89,58 +89,31 @@ struct Maybe {
 // ---- shuffles of 4- and 8-byte values
 // ------------------------------------------------------------
 
+// Applies a 32-bit warp shuffle to each word of a 4- or 8-byte value.
+template <typename X, typename Shuffle>
+__device__ __forceinline__ X ShflWords(X v, Shuffle shuffle) {
+  static_assert(sizeof(X) == 4 || sizeof(X) == 8);
+  unsigned words[sizeof(X) / 4];
+  memcpy(words, &v, sizeof(X));
+#pragma unroll
+  for (unsigned& w : words) w = shuffle(w);
+  memcpy(&v, words, sizeof(X));
+  return v;
+}
+
 template <typename X>
 __device__ __forceinline__ X ShflUp(X v, unsigned d) {
-  static_assert(sizeof(X) == 4 || sizeof(X) == 8);
-  if constexpr (sizeof(X) == 4) {
-    unsigned u;
-    memcpy(&u, &v, 4);
-    u = __shfl_up_sync(kFull, u, d);
-    memcpy(&v, &u, 4);
-  } else {
-    unsigned u[2];
-    memcpy(u, &v, 8);
-    u[0] = __shfl_up_sync(kFull, u[0], d);
-    u[1] = __shfl_up_sync(kFull, u[1], d);
-    memcpy(&v, u, 8);
-  }
-  return v;
+  return ShflWords(v, [d](unsigned w) { return __shfl_up_sync(kFull, w, d); });
 }
 
 template <typename X>
 __device__ __forceinline__ X ShflDown(X v, unsigned d) {
-  static_assert(sizeof(X) == 4 || sizeof(X) == 8);
-  if constexpr (sizeof(X) == 4) {
-    unsigned u;
-    memcpy(&u, &v, 4);
-    u = __shfl_down_sync(kFull, u, d);
-    memcpy(&v, &u, 4);
-  } else {
-    unsigned u[2];
-    memcpy(u, &v, 8);
-    u[0] = __shfl_down_sync(kFull, u[0], d);
-    u[1] = __shfl_down_sync(kFull, u[1], d);
-    memcpy(&v, u, 8);
-  }
-  return v;
+  return ShflWords(v, [d](unsigned w) { return __shfl_down_sync(kFull, w, d); });
 }
 
 template <typename X>
 __device__ __forceinline__ X ShflIdx(X v, int lane) {
-  static_assert(sizeof(X) == 4 || sizeof(X) == 8);
-  if constexpr (sizeof(X) == 4) {
-    unsigned u;
-    memcpy(&u, &v, 4);
-    u = __shfl_sync(kFull, u, lane);
-    memcpy(&v, &u, 4);
-  } else {
-    unsigned u[2];
-    memcpy(u, &v, 8);
-    u[0] = __shfl_sync(kFull, u[0], lane);
-    u[1] = __shfl_sync(kFull, u[1], lane);
-    memcpy(&v, u, 8);
-  }
-  return v;
+  return ShflWords(v, [lane](unsigned w) { return __shfl_sync(kFull, w, lane); });
 }
 
 template <typename X>

@@ -84,20 +84,20 @@ struct AssocFlags {
 };
 
 // One tile of associative_scan. Descriptor slots: in = {x}, out = {y}.
-template <typename T, ScanOperator kOp, bool kAligned, typename C = typename Elem<T>::C>
+template <typename T, ScanOperator kOp, bool kLookback, typename C = typename Elem<T>::C>
 __device__ __forceinline__ void AssocTile(const GroupDesc& g, const Unit& u, const AssocFlags& f,
                                           const RowView& view, C* stage, ScanShared<C>& sh,
                                           const LookbackTemp& lb, Maybe<C>& carry) {
   using Op = AssocOp<C, kOp>;
   const int count = u.span.count;
   C xv[kIpt];
-  device::LoadItems<kAligned>(static_cast<const T*>(g.in[0]) + u.offset, view, u.span, stage, xv);
+  device::LoadItems(static_cast<const T*>(g.in[0]) + u.offset, view, u.span, stage, xv);
   C mine = xv[0];
 #pragma unroll
   for (int i = 1; i < kIpt; ++i) {
     if (i < count) mine = Op::Combine(mine, xv[i]);
   }
-  const Maybe<C> prefix = device::ThreadPrefix<Op>(mine, count > 0, u, sh, lb, carry);
+  const Maybe<C> prefix = device::ThreadPrefix<kLookback, Op>(mine, count > 0, u, sh, lb, carry);
 
   bool has = prefix.has;
   C acc = prefix.v;
@@ -121,10 +121,10 @@ __device__ __forceinline__ void AssocTile(const GroupDesc& g, const Unit& u, con
       }
     }
   }
-  device::StoreItems<kAligned>(static_cast<T*>(g.out[0]) + u.offset, view, u.span, stage, xv);
+  device::StoreItems(static_cast<T*>(g.out[0]) + u.offset, view, u.span, stage, xv);
 }
 
-template <typename T, ScanOperator kOp, bool kAligned>
+template <typename T, ScanOperator kOp, bool kLookback>
 __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSm)
     AssociativeScanKernel(const GroupDesc* __restrict__ groups, AssocFlags f, LookbackTemp lb) {
   using C = typename Elem<T>::C;
@@ -134,19 +134,19 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSm)
   const GroupDesc& g = sh.desc;
   const RowView view{g.length, g.step_stride, f.reverse};
   C* stage = stage_all[threadIdx.x >> 5];
-  const int64_t steps = g.walk ? g.tiles_per_row : 1;
+  const int64_t steps = !kLookback && g.walk ? g.tiles_per_row : 1;
   Maybe<C> carry{C{}, false};
   for (int64_t step = 0; step < steps; ++step) {
     const Unit u = device::MakeUnit(g, sh.vblock, step);
-    AssocTile<T, kOp, kAligned>(g, u, f, view, stage, sh, lb, carry);
+    AssocTile<T, kOp, kLookback>(g, u, f, view, stage, sh, lb, carry);
   }
 }
 
 template <typename T, ScanOperator kOp>
-cudaError_t Enqueue(bool aligned, int64_t blocks, cudaStream_t stream, const GroupDesc* d,
+cudaError_t Enqueue(bool lookback, int64_t blocks, cudaStream_t stream, const GroupDesc* d,
                     const AssocFlags& f, const LookbackTemp& lb) {
   const dim3 grid(static_cast<unsigned>(blocks));
-  if (aligned) {
+  if (lookback) {
     AssociativeScanKernel<T, kOp, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
   } else {
     AssociativeScanKernel<T, kOp, false><<<grid, kThreads, 0, stream>>>(d, f, lb);
@@ -155,33 +155,33 @@ cudaError_t Enqueue(bool aligned, int64_t blocks, cudaStream_t stream, const Gro
 }
 
 template <typename T>
-cudaError_t EnqueueFloat(ScanOperator op, bool aligned, int64_t blocks, cudaStream_t stream,
+cudaError_t EnqueueFloat(ScanOperator op, bool lookback, int64_t blocks, cudaStream_t stream,
                          const GroupDesc* d, const AssocFlags& f, const LookbackTemp& lb) {
   switch (op) {
     case ScanOperator::kAdd:
-      return Enqueue<T, ScanOperator::kAdd>(aligned, blocks, stream, d, f, lb);
+      return Enqueue<T, ScanOperator::kAdd>(lookback, blocks, stream, d, f, lb);
     case ScanOperator::kMul:
-      return Enqueue<T, ScanOperator::kMul>(aligned, blocks, stream, d, f, lb);
+      return Enqueue<T, ScanOperator::kMul>(lookback, blocks, stream, d, f, lb);
     case ScanOperator::kMax:
-      return Enqueue<T, ScanOperator::kMax>(aligned, blocks, stream, d, f, lb);
+      return Enqueue<T, ScanOperator::kMax>(lookback, blocks, stream, d, f, lb);
     case ScanOperator::kMin:
-      return Enqueue<T, ScanOperator::kMin>(aligned, blocks, stream, d, f, lb);
+      return Enqueue<T, ScanOperator::kMin>(lookback, blocks, stream, d, f, lb);
     case ScanOperator::kLogAddExp:
-      return Enqueue<T, ScanOperator::kLogAddExp>(aligned, blocks, stream, d, f, lb);
+      return Enqueue<T, ScanOperator::kLogAddExp>(lookback, blocks, stream, d, f, lb);
   }
   return cudaErrorInvalidValue;
 }
 
 template <typename T>
-cudaError_t EnqueueInt(ScanOperator op, bool aligned, int64_t blocks, cudaStream_t stream,
+cudaError_t EnqueueInt(ScanOperator op, bool lookback, int64_t blocks, cudaStream_t stream,
                        const GroupDesc* d, const AssocFlags& f, const LookbackTemp& lb) {
   switch (op) {
     case ScanOperator::kAdd:
-      return Enqueue<T, ScanOperator::kAdd>(aligned, blocks, stream, d, f, lb);
+      return Enqueue<T, ScanOperator::kAdd>(lookback, blocks, stream, d, f, lb);
     case ScanOperator::kMax:
-      return Enqueue<T, ScanOperator::kMax>(aligned, blocks, stream, d, f, lb);
+      return Enqueue<T, ScanOperator::kMax>(lookback, blocks, stream, d, f, lb);
     case ScanOperator::kMin:
-      return Enqueue<T, ScanOperator::kMin>(aligned, blocks, stream, d, f, lb);
+      return Enqueue<T, ScanOperator::kMin>(lookback, blocks, stream, d, f, lb);
     case ScanOperator::kMul:
     case ScanOperator::kLogAddExp:
       break;
@@ -194,34 +194,30 @@ void Fill(GroupDesc& d, const AssociativeScanRows& r) {
   d.out[0] = r.y;
 }
 
-plan::SplitPlan Plan(const AssociativeScanOptions& o, std::span<const AssociativeScanRows> rows,
-                     GroupDesc* out) {
-  const size_t e = DTypeSize(o.dtype);
-  return plan::PlanSplit(rows, out, Fill, [&](const AssociativeScanRows& r) {
-    return plan::Aligned(r.geometry, o.reverse, {{r.x, e}, {r.y, e}});
-  });
+plan::SplitPlan Plan(std::span<const AssociativeScanRows> rows, GroupDesc* out) {
+  return plan::PlanSplit(rows, out, Fill);
 }
 
 }  // namespace
 
-LaunchSizes AssociativeScanSizes(const AssociativeScanOptions& o,
+LaunchSizes AssociativeScanSizes(const AssociativeScanOptions& /*o*/,
                                  std::span<const AssociativeScanRows> rows) {
-  const plan::SplitPlan p = Plan(o, rows, nullptr);
+  const plan::SplitPlan p = Plan(rows, nullptr);
   return {static_cast<size_t>(p.groups()) * sizeof(GroupDesc), p.temp_bytes};
 }
 
-void AssociativeScanDescribe(const AssociativeScanOptions& o,
+void AssociativeScanDescribe(const AssociativeScanOptions& /*o*/,
                              std::span<const AssociativeScanRows> rows, void* temp,
                              void* host_descriptors) {
   (void)temp;
-  Plan(o, rows, static_cast<GroupDesc*>(host_descriptors));
+  Plan(rows, static_cast<GroupDesc*>(host_descriptors));
 }
 
 int AssociativeScanLaunch(const AssociativeScanOptions& o,
                           std::span<const AssociativeScanRows> rows, const void* device_descriptors,
                           void* temp, void* stream) {
   if (!OperatorSupports(o.op, o.dtype)) return cudaErrorInvalidValue;
-  const plan::SplitPlan p = Plan(o, rows, nullptr);
+  const plan::SplitPlan p = Plan(rows, nullptr);
   const auto s = static_cast<cudaStream_t>(stream);
   const auto* desc = static_cast<const GroupDesc*>(device_descriptors);
   int64_t first = 0;
@@ -230,27 +226,26 @@ int AssociativeScanLaunch(const AssociativeScanOptions& o,
     if (part.blocks == 0) continue;
     if (part.blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
     LookbackTemp lb;
-    cudaError_t err =
-        device::PrepareLookback(static_cast<char*>(temp) + p.temp_offset[k], part.slots, s, &lb);
+    cudaError_t err = device::PrepareLookback(temp, part.slots, s, &lb);
     if (err != cudaSuccess) return err;
     const AssocFlags f{static_cast<int>(part.groups), part.slots > 0, o.reverse, o.exclusive};
-    const bool aligned = k == 0;
+    const bool lookback = k == 0;
     const GroupDesc* d = desc + first;
     switch (o.dtype) {
       case DType::kFloat32:
-        err = EnqueueFloat<float>(o.op, aligned, part.blocks, s, d, f, lb);
+        err = EnqueueFloat<float>(o.op, lookback, part.blocks, s, d, f, lb);
         break;
       case DType::kFloat16:
-        err = EnqueueFloat<__half>(o.op, aligned, part.blocks, s, d, f, lb);
+        err = EnqueueFloat<__half>(o.op, lookback, part.blocks, s, d, f, lb);
         break;
       case DType::kBFloat16:
-        err = EnqueueFloat<__nv_bfloat16>(o.op, aligned, part.blocks, s, d, f, lb);
+        err = EnqueueFloat<__nv_bfloat16>(o.op, lookback, part.blocks, s, d, f, lb);
         break;
       case DType::kInt32:
-        err = EnqueueInt<int32_t>(o.op, aligned, part.blocks, s, d, f, lb);
+        err = EnqueueInt<int32_t>(o.op, lookback, part.blocks, s, d, f, lb);
         break;
       case DType::kInt64:
-        err = EnqueueInt<int64_t>(o.op, aligned, part.blocks, s, d, f, lb);
+        err = EnqueueInt<int64_t>(o.op, lookback, part.blocks, s, d, f, lb);
         break;
     }
     if (err != cudaSuccess) return err;

@@ -43,19 +43,18 @@ struct LinearFlags {
 };
 
 // One tile of linear_scan: loads, scans and stores the unit's items.
-template <typename T, bool kAligned>
+template <typename T, bool kLookback>
 __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, const LinearFlags& f,
                                             const RowView& view, float* stage, ScanShared<Pair>& sh,
                                             const LookbackTemp& lb, Maybe<Pair>& carry) {
   const int count = u.span.count;
   float av[kIpt];
   float hv[kIpt];
-  device::LoadItems2<kAligned>(static_cast<const T*>(g.in[0]) + u.offset,
-                               static_cast<const T*>(g.in[1]) + u.offset, view, u.span, stage, av,
-                               hv);
+  device::LoadItems2(static_cast<const T*>(g.in[0]) + u.offset,
+                     static_cast<const T*>(g.in[1]) + u.offset, view, u.span, stage, av, hv);
   if (f.has_b) {
     float bv[kIpt];
-    device::LoadItems<kAligned>(static_cast<const T*>(g.in[2]) + u.offset, view, u.span, stage, bv);
+    device::LoadItems(static_cast<const T*>(g.in[2]) + u.offset, view, u.span, stage, bv);
 #pragma unroll
     for (int i = 0; i < kIpt; ++i) hv[i] *= bv[i];
   }
@@ -65,7 +64,8 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
   for (int i = 1; i < kIpt; ++i) {
     if (i < count) mine = {mine.a * av[i], fmaf(av[i], mine.b, hv[i])};
   }
-  const Maybe<Pair> prefix = device::ThreadPrefix<LinearOp>(mine, count > 0, u, sh, lb, carry);
+  const Maybe<Pair> prefix =
+      device::ThreadPrefix<kLookback, LinearOp>(mine, count > 0, u, sh, lb, carry);
 
   const float h0 = f.has_h0 && u.valid ? g.h0[u.row] : 0.0f;
   float h = h0;
@@ -78,24 +78,23 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
     }
   }
   if (g.out[1] != nullptr) {
-    device::StoreItems<kAligned>(static_cast<float*>(g.out[1]) + u.offset, view, u.span, stage, hv);
+    device::StoreItems(static_cast<float*>(g.out[1]) + u.offset, view, u.span, stage, hv);
   }
   if (g.out[0] != nullptr) {
     if (f.has_c) {
       float cv[kIpt];
-      device::LoadItems<kAligned>(static_cast<const T*>(g.in[3]) + u.offset, view, u.span, stage,
-                                  cv);
+      device::LoadItems(static_cast<const T*>(g.in[3]) + u.offset, view, u.span, stage, cv);
 #pragma unroll
       for (int i = 0; i < kIpt; ++i) hv[i] *= cv[i];
     }
-    device::StoreItems<kAligned>(static_cast<T*>(g.out[0]) + u.offset, view, u.span, stage, hv);
+    device::StoreItems(static_cast<T*>(g.out[0]) + u.offset, view, u.span, stage, hv);
   }
   if (f.final_state && count > 0 && u.span.s + count == g.length) g.row_out[u.row] = h;
 }
 
 // Descriptor slots. Forward: in = {a, x, b, c}, out = {y, states}, row_out = final state.
 // Backward: in = {a, x, dy, b, c, states}, out = {da, dx, db, dc}, row_out = dh0.
-template <typename T, bool kAligned>
+template <typename T, bool kLookback>
 __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSm)
     LinearScanKernel(const GroupDesc* __restrict__ groups, LinearFlags f, LookbackTemp lb) {
   __shared__ ScanShared<Pair> sh;
@@ -104,16 +103,16 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSm)
   const GroupDesc& g = sh.desc;
   const RowView view{g.length, g.step_stride, f.reverse};
   float* stage = stage_all[threadIdx.x >> 5];
-  const int64_t steps = g.walk ? g.tiles_per_row : 1;
+  const int64_t steps = !kLookback && g.walk ? g.tiles_per_row : 1;
   Maybe<Pair> carry{Pair{}, false};
   for (int64_t step = 0; step < steps; ++step) {
     const Unit u = device::MakeUnit(g, sh.vblock, step);
-    ForwardTile<T, kAligned>(g, u, f, view, stage, sh, lb, carry);
+    ForwardTile<T, kLookback>(g, u, f, view, stage, sh, lb, carry);
   }
 }
 
 // One tile of linear_scan_backward.
-template <typename T, bool kAligned>
+template <typename T, bool kLookback>
 __device__ __forceinline__ void BackwardTile(const GroupDesc& g, const Unit& u,
                                              const LinearFlags& f, const RowView& view,
                                              float* stage, ScanShared<Pair>& sh,
@@ -121,12 +120,11 @@ __device__ __forceinline__ void BackwardTile(const GroupDesc& g, const Unit& u,
   const int count = u.span.count;
   float av[kIpt];
   float dh[kIpt];  // g = dy * c until the recurrence turns it into dh
-  device::LoadItems2<kAligned>(static_cast<const T*>(g.in[0]) + u.offset,
-                               static_cast<const T*>(g.in[2]) + u.offset, view, u.span, stage, av,
-                               dh);
+  device::LoadItems2(static_cast<const T*>(g.in[0]) + u.offset,
+                     static_cast<const T*>(g.in[2]) + u.offset, view, u.span, stage, av, dh);
   if (f.has_c) {
     float cv[kIpt];
-    device::LoadItems<kAligned>(static_cast<const T*>(g.in[4]) + u.offset, view, u.span, stage, cv);
+    device::LoadItems(static_cast<const T*>(g.in[4]) + u.offset, view, u.span, stage, cv);
 #pragma unroll
     for (int i = 0; i < kIpt; ++i) dh[i] *= cv[i];
   }
@@ -136,7 +134,8 @@ __device__ __forceinline__ void BackwardTile(const GroupDesc& g, const Unit& u,
   for (int i = 1; i < kIpt; ++i) {
     if (i < count) mine = {mine.a * av[i], fmaf(av[i], mine.b, av[i] * dh[i])};
   }
-  const Maybe<Pair> prefix = device::ThreadPrefix<LinearOp>(mine, count > 0, u, sh, lb, carry);
+  const Maybe<Pair> prefix =
+      device::ThreadPrefix<kLookback, LinearOp>(mine, count > 0, u, sh, lb, carry);
 
   float next = prefix.has ? prefix.v.b : 0.0f;
 #pragma unroll
@@ -151,7 +150,7 @@ __device__ __forceinline__ void BackwardTile(const GroupDesc& g, const Unit& u,
   // States h at these steps, and at the step after the thread's last (forward's previous step).
   const float* states = static_cast<const float*>(g.in[5]) + u.offset;
   float hv[kIpt];
-  device::LoadItems<kAligned>(states, view, u.span, stage, hv);
+  device::LoadItems(states, view, u.span, stage, hv);
   float h_after = 0.0f;
   if (count > 0) {
     const int64_t next = u.span.s + count;
@@ -167,32 +166,29 @@ __device__ __forceinline__ void BackwardTile(const GroupDesc& g, const Unit& u,
     const float h_prev = (i + 1 < kIpt && i + 1 < count) ? hv[i + 1 < kIpt ? i + 1 : i] : h_after;
     out[i] = dh[i] * h_prev;
   }
-  device::StoreItems<kAligned>(static_cast<T*>(g.out[0]) + u.offset, view, u.span, stage, out);
+  device::StoreItems(static_cast<T*>(g.out[0]) + u.offset, view, u.span, stage, out);
 
   if (f.has_b) {
-    device::LoadItems<kAligned>(static_cast<const T*>(g.in[3]) + u.offset, view, u.span, stage,
-                                out);
+    device::LoadItems(static_cast<const T*>(g.in[3]) + u.offset, view, u.span, stage, out);
 #pragma unroll
     for (int i = 0; i < kIpt; ++i) out[i] *= dh[i];
-    device::StoreItems<kAligned>(static_cast<T*>(g.out[1]) + u.offset, view, u.span, stage, out);
-    device::LoadItems<kAligned>(static_cast<const T*>(g.in[1]) + u.offset, view, u.span, stage,
-                                out);
+    device::StoreItems(static_cast<T*>(g.out[1]) + u.offset, view, u.span, stage, out);
+    device::LoadItems(static_cast<const T*>(g.in[1]) + u.offset, view, u.span, stage, out);
 #pragma unroll
     for (int i = 0; i < kIpt; ++i) out[i] *= dh[i];
-    device::StoreItems<kAligned>(static_cast<T*>(g.out[2]) + u.offset, view, u.span, stage, out);
+    device::StoreItems(static_cast<T*>(g.out[2]) + u.offset, view, u.span, stage, out);
   } else {
-    device::StoreItems<kAligned>(static_cast<T*>(g.out[1]) + u.offset, view, u.span, stage, dh);
+    device::StoreItems(static_cast<T*>(g.out[1]) + u.offset, view, u.span, stage, dh);
   }
   if (f.has_c) {
-    device::LoadItems<kAligned>(static_cast<const T*>(g.in[2]) + u.offset, view, u.span, stage,
-                                out);
+    device::LoadItems(static_cast<const T*>(g.in[2]) + u.offset, view, u.span, stage, out);
 #pragma unroll
     for (int i = 0; i < kIpt; ++i) out[i] *= hv[i];
-    device::StoreItems<kAligned>(static_cast<T*>(g.out[3]) + u.offset, view, u.span, stage, out);
+    device::StoreItems(static_cast<T*>(g.out[3]) + u.offset, view, u.span, stage, out);
   }
 }
 
-template <typename T, bool kAligned>
+template <typename T, bool kLookback>
 __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackward)
     LinearScanBackwardKernel(const GroupDesc* __restrict__ groups, LinearFlags f, LookbackTemp lb) {
   __shared__ ScanShared<Pair> sh;
@@ -202,26 +198,26 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackw
   // Logical step k here is the forward's processing step L-1-k: the scan runs against it.
   const RowView view{g.length, g.step_stride, !f.reverse};
   float* stage = stage_all[threadIdx.x >> 5];
-  const int64_t steps = g.walk ? g.tiles_per_row : 1;
+  const int64_t steps = !kLookback && g.walk ? g.tiles_per_row : 1;
   Maybe<Pair> carry{Pair{}, false};
   for (int64_t step = 0; step < steps; ++step) {
     const Unit u = device::MakeUnit(g, sh.vblock, step);
-    BackwardTile<T, kAligned>(g, u, f, view, stage, sh, lb, carry);
+    BackwardTile<T, kLookback>(g, u, f, view, stage, sh, lb, carry);
   }
 }
 
 template <typename T>
-cudaError_t Enqueue(bool backward, bool aligned, int64_t blocks, cudaStream_t stream,
+cudaError_t Enqueue(bool backward, bool lookback, int64_t blocks, cudaStream_t stream,
                     const GroupDesc* d, const LinearFlags& f, const LookbackTemp& lb) {
   const dim3 grid(static_cast<unsigned>(blocks));
   if (backward) {
-    if (aligned) {
+    if (lookback) {
       LinearScanBackwardKernel<T, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
     } else {
       LinearScanBackwardKernel<T, false><<<grid, kThreads, 0, stream>>>(d, f, lb);
     }
   } else {
-    if (aligned) {
+    if (lookback) {
       LinearScanKernel<T, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
     } else {
       LinearScanKernel<T, false><<<grid, kThreads, 0, stream>>>(d, f, lb);
@@ -239,21 +235,20 @@ cudaError_t EnqueueSplit(DType dtype, bool backward, const plan::SplitPlan& p, c
     if (part.blocks == 0) continue;
     if (part.blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
     LookbackTemp lb;
-    cudaError_t err = device::PrepareLookback(static_cast<char*>(temp) + p.temp_offset[k],
-                                              part.slots, stream, &lb);
+    cudaError_t err = device::PrepareLookback(temp, part.slots, stream, &lb);
     if (err != cudaSuccess) return err;
     f.ngroups = static_cast<int>(part.groups);
     f.ticket = part.slots > 0;
-    const bool aligned = k == 0;
+    const bool lookback = k == 0;
     switch (dtype) {
       case DType::kFloat32:
-        err = Enqueue<float>(backward, aligned, part.blocks, stream, d + first, f, lb);
+        err = Enqueue<float>(backward, lookback, part.blocks, stream, d + first, f, lb);
         break;
       case DType::kFloat16:
-        err = Enqueue<__half>(backward, aligned, part.blocks, stream, d + first, f, lb);
+        err = Enqueue<__half>(backward, lookback, part.blocks, stream, d + first, f, lb);
         break;
       case DType::kBFloat16:
-        err = Enqueue<__nv_bfloat16>(backward, aligned, part.blocks, stream, d + first, f, lb);
+        err = Enqueue<__nv_bfloat16>(backward, lookback, part.blocks, stream, d + first, f, lb);
         break;
       case DType::kInt32:
       case DType::kInt64:
@@ -283,12 +278,8 @@ void FillForward(GroupDesc& d, const LinearScanRows& r) {
   d.row_out = r.final_state;
 }
 
-plan::SplitPlan PlanForward(const LinearScanOptions& o, std::span<const LinearScanRows> rows,
-                            GroupDesc* out) {
-  const size_t e = DTypeSize(o.dtype);
-  return plan::PlanSplit(rows, out, FillForward, [&](const LinearScanRows& r) {
-    return plan::Aligned(r.geometry, o.reverse, {{r.a, e}, {r.x, e}, {r.b, e}, {r.c, e}, {r.y, e}});
-  });
+plan::SplitPlan PlanForward(std::span<const LinearScanRows> rows, GroupDesc* out) {
+  return plan::PlanSplit(rows, out, FillForward);
 }
 
 // Recomputed states of the backward pass: one 256-byte aligned float32 region per group, at the
@@ -318,47 +309,26 @@ void FillBackward(GroupDesc& d, const LinearScanBackwardRows& r) {
   d.row_out = r.dh0;
 }
 
-// The states are 4-byte floats, so they join the alignment test; recomputed ones are placed like
-// x (their regions are 256-byte aligned), so x stands in for them. The recomputing forward pass
-// walks the other way, so both row ends must be aligned.
-bool BackwardAligned(const LinearScanBackwardOptions& o, const LinearScanBackwardRows& r) {
-  const size_t e = DTypeSize(o.dtype);
-  const void* states = o.has_states ? static_cast<const void*>(r.states) : r.x;
-  return plan::Aligned(r.geometry, true,
-                       {{r.a, e},
-                        {r.x, e},
-                        {r.dy, e},
-                        {r.b, e},
-                        {r.c, e},
-                        {r.da, e},
-                        {r.dx, e},
-                        {r.db, e},
-                        {r.dc, e},
-                        {states, sizeof(float)}});
-}
-
-plan::SplitPlan PlanBackward(const LinearScanBackwardOptions& o,
-                             std::span<const LinearScanBackwardRows> rows, GroupDesc* out) {
-  return plan::PlanSplit(rows, out, FillBackward,
-                         [&](const LinearScanBackwardRows& r) { return BackwardAligned(o, r); });
+plan::SplitPlan PlanBackward(std::span<const LinearScanBackwardRows> rows, GroupDesc* out) {
+  return plan::PlanSplit(rows, out, FillBackward);
 }
 
 }  // namespace
 
-LaunchSizes LinearScanSizes(const LinearScanOptions& o, std::span<const LinearScanRows> rows) {
-  const plan::SplitPlan p = PlanForward(o, rows, nullptr);
+LaunchSizes LinearScanSizes(const LinearScanOptions& /*o*/, std::span<const LinearScanRows> rows) {
+  const plan::SplitPlan p = PlanForward(rows, nullptr);
   return {static_cast<size_t>(p.groups()) * sizeof(GroupDesc), p.temp_bytes};
 }
 
-void LinearScanDescribe(const LinearScanOptions& o, std::span<const LinearScanRows> rows,
+void LinearScanDescribe(const LinearScanOptions& /*o*/, std::span<const LinearScanRows> rows,
                         void* temp, void* host_descriptors) {
   (void)temp;
-  PlanForward(o, rows, static_cast<GroupDesc*>(host_descriptors));
+  PlanForward(rows, static_cast<GroupDesc*>(host_descriptors));
 }
 
 int LinearScanLaunch(const LinearScanOptions& o, std::span<const LinearScanRows> rows,
                      const void* device_descriptors, void* temp, void* stream) {
-  const plan::SplitPlan p = PlanForward(o, rows, nullptr);
+  const plan::SplitPlan p = PlanForward(rows, nullptr);
   const LinearFlags f{0, false, o.has_b, o.has_c, o.has_h0, o.reverse, o.return_final_state};
   return EnqueueSplit(o.dtype, false, p, static_cast<cudaStream_t>(stream),
                       static_cast<const GroupDesc*>(device_descriptors), temp, f);
@@ -366,7 +336,7 @@ int LinearScanLaunch(const LinearScanOptions& o, std::span<const LinearScanRows>
 
 LaunchSizes LinearScanBackwardSizes(const LinearScanBackwardOptions& o,
                                     std::span<const LinearScanBackwardRows> rows) {
-  const plan::SplitPlan p = PlanBackward(o, rows, nullptr);
+  const plan::SplitPlan p = PlanBackward(rows, nullptr);
   const size_t n = static_cast<size_t>(p.groups()) * sizeof(GroupDesc);
   // The recomputing forward pass reuses the look-back storage after the backward plan's own.
   return {o.has_states ? n : 2 * n, StatesBytes(o, rows) + p.temp_bytes};
@@ -376,11 +346,11 @@ void LinearScanBackwardDescribe(const LinearScanBackwardOptions& o,
                                 std::span<const LinearScanBackwardRows> rows, void* temp,
                                 void* host_descriptors) {
   auto* desc = static_cast<GroupDesc*>(host_descriptors);
-  const plan::SplitPlan p = PlanBackward(o, rows, desc);
+  const plan::SplitPlan p = PlanBackward(rows, desc);
   if (o.has_states) return;
   // Point every group at its states region, then describe the forward pass that fills them:
   // same groups and order (hence same plan), reading a, x, b and writing only the states.
-  // Descriptors are in plan order (aligned part first), so walk the rows in that order too.
+  // Descriptors are in plan order (look-back part first), so walk the rows in that order too.
   char* states = static_cast<char*>(temp);
   const int64_t n = p.groups();
   int64_t i = 0;
@@ -388,7 +358,7 @@ void LinearScanBackwardDescribe(const LinearScanBackwardOptions& o,
     for (const LinearScanBackwardRows& r : rows) {
       if (i >= n) break;
       if (plan::PlanGroup(r.geometry).blocks == 0) continue;
-      if (BackwardAligned(o, r) != (k == 0)) continue;
+      if (plan::NeedsLookback(r.geometry) != (k == 0)) continue;
       desc[i].in[5] = states;
       states += plan::AlignUp(static_cast<size_t>(SpanElements(r.geometry)) * sizeof(float), 256);
       ++i;
@@ -410,7 +380,7 @@ void LinearScanBackwardDescribe(const LinearScanBackwardOptions& o,
 int LinearScanBackwardLaunch(const LinearScanBackwardOptions& o,
                              std::span<const LinearScanBackwardRows> rows,
                              const void* device_descriptors, void* temp, void* stream) {
-  const plan::SplitPlan p = PlanBackward(o, rows, nullptr);
+  const plan::SplitPlan p = PlanBackward(rows, nullptr);
   const auto s = static_cast<cudaStream_t>(stream);
   const auto* desc = static_cast<const GroupDesc*>(device_descriptors);
   void* lookback = static_cast<char*>(temp) + StatesBytes(o, rows);

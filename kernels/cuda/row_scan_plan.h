@@ -6,7 +6,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <initializer_list>
 #include <span>
 
 #include "cuda/scan_kernels.h"
@@ -106,42 +105,22 @@ BatchPlan PlanBatch(std::span<const Rows> rows, GroupDesc* out, Fill fill, Inclu
   return batch;
 }
 
-// One tensor of a group: its device pointer and element size.
-struct TensorRef {
-  const void* data;
-  size_t element_bytes;
-};
-
-// Whether every full thread of every row of the group finds its items of each tensor at a 16-byte
-// boundary: contiguous rows whose starts and (for reverse scans) ends are aligned. Such groups run
-// the vector-only kernel variant (while Tuning::kPerThreadVectors is on); the others the variant
-// that realigns through shared memory.
-// Both compute the same values in the same order.
-inline bool Aligned(const RowGeometry& g, bool reverse, std::initializer_list<TensorRef> tensors) {
-  bool ok = Tuning::kPerThreadVectors && g.step_stride == 1;
-  for (const TensorRef& t : tensors) {
-    if (!ok) break;
-    if (t.data == nullptr) continue;
-    const size_t e = t.element_bytes;
-    if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) return false;
-    if (g.rows > 1 && (static_cast<size_t>(g.row_stride) * e % 16 != 0 ||
-                       static_cast<size_t>(g.batch_stride) * e % 16 != 0)) {
-      return false;
-    }
-    if (reverse && static_cast<size_t>(g.length) * e % 16 != 0) return false;
-  }
-  return ok;
+// Whether the group's rows chain their tiles through the look-back (rows longer than a walk). Such
+// groups run in a kernel variant of their own, so that the look-back's registers never weigh on
+// the code of the other rows; a function of the row length alone, like everything in the plan.
+inline bool NeedsLookback(const RowGeometry& g) {
+  const GroupPlan p = PlanGroup(g);
+  return p.tiles_per_row > 1 && !p.walk;
 }
 
 constexpr size_t AlignUp(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-// Temp storage of the look-back: a block ticket counter and two flags per slot (zeroed before each
-// launch), then two 8-byte values per slot (aggregate and window prefix).
+// Temp storage of the look-back: a block ticket counter, then two 16-byte words per slot (the
+// tile's aggregate and its window prefix), each a value and its ready flag written together, so
+// that one load both sees the flag and reads the value. All of it is zeroed before each launch.
 struct LookbackLayout {
-  size_t flags_offset = 256;
-  size_t inc_flags_offset = 0;
-  size_t values_offset = 0;
-  size_t inc_values_offset = 0;
+  size_t agg_offset = 256;
+  size_t inc_offset = 0;
   size_t zero_bytes = 0;
   size_t total_bytes = 0;
 };
@@ -150,34 +129,27 @@ inline LookbackLayout LookbackLayoutFor(int64_t slots) {
   LookbackLayout l;
   if (slots <= 0) return l;
   const size_t n = static_cast<size_t>(slots);
-  l.inc_flags_offset = l.flags_offset + AlignUp(n * 4, 256);
-  l.values_offset = l.inc_flags_offset + AlignUp(n * 4, 256);
-  l.zero_bytes = l.values_offset;
-  l.inc_values_offset = l.values_offset + AlignUp(n * 8, 256);
-  l.total_bytes = l.inc_values_offset + AlignUp(n * 8, 256);
+  l.inc_offset = l.agg_offset + AlignUp(n * 16, 256);
+  l.total_bytes = l.inc_offset + AlignUp(n * 16, 256);
+  l.zero_bytes = l.total_bytes;
   return l;
 }
 
-// A batch split into the groups of the aligned variant (part 0) and the rest (part 1): their
-// descriptors follow each other, and each part has its own look-back temp storage.
+// A batch split into the look-back groups (part 0) and the rest (part 1): their descriptors follow
+// each other, each part runs its own kernel variant, and part 0 has the look-back temp storage.
 struct SplitPlan {
   BatchPlan part[2];
-  size_t temp_offset[2] = {0, 0};
   size_t temp_bytes = 0;
   int64_t groups() const { return part[0].groups + part[1].groups; }
 };
 
-template <typename Rows, typename Fill, typename IsAligned>
-SplitPlan PlanSplit(std::span<const Rows> rows, GroupDesc* out, Fill fill, IsAligned is_aligned) {
+template <typename Rows, typename Fill>
+SplitPlan PlanSplit(std::span<const Rows> rows, GroupDesc* out, Fill fill) {
   SplitPlan s;
-  s.part[0] = PlanBatch(rows, out, fill, is_aligned);
+  s.part[0] = PlanBatch(rows, out, fill, [](const Rows& r) { return NeedsLookback(r.geometry); });
   s.part[1] = PlanBatch(rows, out == nullptr ? nullptr : out + s.part[0].groups, fill,
-                        [&](const Rows& r) { return !is_aligned(r); });
-  s.temp_offset[1] = LookbackLayoutFor(s.part[0].slots).total_bytes;
-  // Bounded by the total slot count alone, so that sizes never depend on where tensors lie
-  // (two layouts waste at most 5 alignments of 256 bytes over one).
-  const int64_t slots = s.part[0].slots + s.part[1].slots;
-  s.temp_bytes = slots > 0 ? LookbackLayoutFor(slots).total_bytes + 2048 : 0;
+                        [](const Rows& r) { return !NeedsLookback(r.geometry); });
+  s.temp_bytes = LookbackLayoutFor(s.part[0].slots).total_bytes;
   return s;
 }
 

@@ -13,9 +13,8 @@
 //      over fixed lanes) plus the previous window's prefix (longer rows);
 //   5. each thread then re-runs its recurrence from the state entering it.
 // Loads and stores go through shared memory per warp: as coalesced 16-byte units where a warp's
-// segment is contiguous, full and aligned, else as coalesced scalars (per-thread 16-byte vectors
-// exist behind Tuning::kPerThreadVectors). All give the same values in the same registers, so
-// neither alignment nor the path changes results.
+// segment is contiguous, full and aligned, else as coalesced scalars. Both give the same values in
+// the same registers, so neither alignment nor the path changes results.
 #ifndef SCANSERVE_KERNELS_CUDA_SCAN_DEVICE_CUH_
 #define SCANSERVE_KERNELS_CUDA_SCAN_DEVICE_CUH_
 
@@ -229,18 +228,6 @@ __device__ __forceinline__ Unit MakeUnit(const GroupDesc& g, int64_t vblock, int
 
 // ---- loads and stores ---------------------------------------------------------------------------
 
-template <typename T>
-__device__ __forceinline__ int64_t VectorStart(const RowView& v, const Span& sp) {
-  return v.reverse ? v.length - sp.s - kIpt : sp.s;
-}
-
-template <typename T>
-__device__ __forceinline__ bool VectorOk(const T* row, const RowView& v, const Span& sp) {
-  if (sp.count == 0) return true;
-  if (v.stride != 1 || sp.count != kIpt) return false;
-  return (reinterpret_cast<uintptr_t>(row + VectorStart<T>(v, sp)) & 15) == 0;
-}
-
 // Coalesced loads of this lane's share of its segment: segment element j * seg_lanes + li lands
 // in tmp[j]. Elements are a fixed stride apart, so the address walk needs no per-item multiply
 // by the row's direction.
@@ -379,157 +366,80 @@ __device__ __forceinline__ void UnitStore(T* __restrict__ row, const RowView& v,
 }
 
 // Loads the thread's items (logical order) as compute values. Every lane of the warp must call it.
-// kAligned: the caller guarantees 16-byte alignment of every full thread's items (plan::Aligned),
-// so full threads use vectors and only a row's last thread reads scalars. Otherwise each warp
-// picks vectors when all its lanes can, else the coalesced path through `stage`.
-template <bool kAligned, typename T, typename C>
+// A warp takes the unit path when all its segments allow it, else the coalesced scalar path.
+template <typename T, typename C>
 __device__ __forceinline__ void LoadItems(const T* __restrict__ row, const RowView& v,
                                           const Span& sp, C* stage, C (&out)[kIpt]) {
-  static_assert(16 % sizeof(T) == 0 && kIpt % (16 / sizeof(T)) == 0);
-  constexpr int kVec = 16 / sizeof(T);
-  bool vector;
-  if constexpr (kAligned) {
-    vector = sp.count == kIpt;
-  } else {
-    vector = Tuning::kPerThreadVectors && __all_sync(kFull, VectorOk(row, v, sp));
-  }
-  if (vector) {
-    if (kAligned || sp.count == kIpt) {
-      const uint4* src = reinterpret_cast<const uint4*>(row + VectorStart<T>(v, sp));
-      uint4 raw[kIpt / kVec];
-#pragma unroll
-      for (int k = 0; k < kIpt / kVec; ++k) raw[k] = __ldg(src + k);
-#pragma unroll
-      for (int k = 0; k < kIpt / kVec; ++k) {
-        T vals[kVec];
-        memcpy(vals, &raw[k], 16);
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-          const C c = Elem<T>::Load(vals[i]);
-          if (v.reverse) {
-            out[kIpt - 1 - (k * kVec + i)] = c;
-          } else {
-            out[k * kVec + i] = c;
-          }
-        }
-      }
+  if constexpr (UnitPath<T>::kOn) {
+    if (UnitPathOk(row, v, sp)) {
+      uint4 raw[UnitPath<T>::kPerThread];
+      UnitLoad(row, v, sp, raw);
+      UnitToThread<T>(v, sp, stage, raw, out);
+      return;
     }
-    return;
   }
-  if constexpr (kAligned) {
-#pragma unroll
-    for (int i = 0; i < kIpt; ++i) {
-      if (i < sp.count) out[i] = Elem<T>::Load(row[v.Phys(sp.s + i)]);
-    }
-  } else {
-    if constexpr (UnitPath<T>::kOn) {
-      if (UnitPathOk(row, v, sp)) {
-        uint4 raw[UnitPath<T>::kPerThread];
-        UnitLoad(row, v, sp, raw);
-        UnitToThread<T>(v, sp, stage, raw, out);
-        return;
-      }
-    }
-    C tmp[kIpt];
-    GatherSegment(row, v, sp, tmp);
-    SegmentToThread(sp, stage, tmp, out);
-  }
+  C tmp[kIpt];
+  GatherSegment(row, v, sp, tmp);
+  SegmentToThread(sp, stage, tmp, out);
 }
 
 // LoadItems of two tensors; on the unit path the loads of both are in flight before either is
 // needed (the scalar path would need twice the registers for that).
-template <bool kAligned, typename T, typename C>
+template <typename T, typename C>
 __device__ __forceinline__ void LoadItems2(const T* __restrict__ row0, const T* __restrict__ row1,
                                            const RowView& v, const Span& sp, C* stage,
                                            C (&out0)[kIpt], C (&out1)[kIpt]) {
-  if constexpr (kAligned || Tuning::kPerThreadVectors) {
-    LoadItems<kAligned>(row0, v, sp, stage, out0);
-    LoadItems<kAligned>(row1, v, sp, stage, out1);
-  } else {
-    if constexpr (UnitPath<T>::kOn) {
-      if (UnitPathOk(row0, v, sp) && UnitPathOk(row1, v, sp)) {
-        uint4 raw0[UnitPath<T>::kPerThread];
-        uint4 raw1[UnitPath<T>::kPerThread];
-        UnitLoad(row0, v, sp, raw0);
-        UnitLoad(row1, v, sp, raw1);
-        UnitToThread<T>(v, sp, stage, raw0, out0);
-        UnitToThread<T>(v, sp, stage, raw1, out1);
-        return;
-      }
+  if constexpr (UnitPath<T>::kOn) {
+    if (UnitPathOk(row0, v, sp) && UnitPathOk(row1, v, sp)) {
+      uint4 raw0[UnitPath<T>::kPerThread];
+      uint4 raw1[UnitPath<T>::kPerThread];
+      UnitLoad(row0, v, sp, raw0);
+      UnitLoad(row1, v, sp, raw1);
+      UnitToThread<T>(v, sp, stage, raw0, out0);
+      UnitToThread<T>(v, sp, stage, raw1, out1);
+      return;
     }
-    LoadItems<kAligned>(row0, v, sp, stage, out0);
-    LoadItems<kAligned>(row1, v, sp, stage, out1);
   }
+  LoadItems(row0, v, sp, stage, out0);
+  LoadItems(row1, v, sp, stage, out1);
 }
 
 // Stores the thread's items (logical order), converting to T. Every lane of the warp must call it.
-template <bool kAligned, typename T, typename C>
+template <typename T, typename C>
 __device__ __forceinline__ void StoreItems(T* __restrict__ row, const RowView& v, const Span& sp,
                                            C* stage, const C (&in)[kIpt]) {
-  constexpr int kVec = 16 / sizeof(T);
-  bool vector;
-  if constexpr (kAligned) {
-    vector = sp.count == kIpt;
-  } else {
-    vector = Tuning::kPerThreadVectors && __all_sync(kFull, VectorOk(row, v, sp));
+  if constexpr (UnitPath<T>::kOn) {
+    if (UnitPathOk(row, v, sp)) {
+      UnitStore(row, v, sp, stage, in);
+      return;
+    }
   }
-  if (vector) {
-    if (kAligned || sp.count == kIpt) {
-      uint4* dst = reinterpret_cast<uint4*>(row + VectorStart<T>(v, sp));
 #pragma unroll
-      for (int k = 0; k < kIpt / kVec; ++k) {
-        T vals[kVec];
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-          vals[i] = Elem<T>::Store(v.reverse ? in[kIpt - 1 - (k * kVec + i)] : in[k * kVec + i]);
-        }
-        uint4 raw;
-        memcpy(&raw, vals, 16);
-        dst[k] = raw;
-      }
-    }
-    return;
+  for (int i = 0; i < kIpt; ++i) {
+    if (i < sp.count) stage[Pad<C>(sp.buf_base + sp.li * kIpt + i)] = in[i];
   }
-  if constexpr (kAligned) {
+  __syncwarp();
+  const int64_t step = (v.reverse ? -v.stride : v.stride) * sp.seg_lanes;
+  T* p = row + v.Phys(sp.seg_start + sp.li);
 #pragma unroll
-    for (int i = 0; i < kIpt; ++i) {
-      if (i < sp.count) row[v.Phys(sp.s + i)] = Elem<T>::Store(in[i]);
-    }
-  } else {
-    if constexpr (UnitPath<T>::kOn) {
-      if (UnitPathOk(row, v, sp)) {
-        UnitStore(row, v, sp, stage, in);
-        return;
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < kIpt; ++i) {
-      if (i < sp.count) stage[Pad<C>(sp.buf_base + sp.li * kIpt + i)] = in[i];
-    }
-    __syncwarp();
-    const int64_t step = (v.reverse ? -v.stride : v.stride) * sp.seg_lanes;
-    T* p = row + v.Phys(sp.seg_start + sp.li);
-#pragma unroll
-    for (int j = 0; j < kIpt; ++j) {
-      const int e = j * sp.seg_lanes + sp.li;
-      if (e < sp.seg_n) p[j * step] = Elem<T>::Store(stage[Pad<C>(sp.buf_base + e)]);
-    }
-    __syncwarp();
+  for (int j = 0; j < kIpt; ++j) {
+    const int e = j * sp.seg_lanes + sp.li;
+    if (e < sp.seg_n) p[j * step] = Elem<T>::Store(stage[Pad<C>(sp.buf_base + e)]);
   }
+  __syncwarp();
 }
 
 // ---- block prologue: which group and which virtual block ---------------------------------------
 
-// Look-back state in the launch's temp storage (see plan::LookbackLayout).
+// Look-back state in the launch's temp storage (see plan::LookbackLayout): per slot a 16-byte word
+// {value, ready flag}.
 struct LookbackTemp {
   unsigned long long* counter;
-  int* agg_flag;
-  int* inc_flag;
-  unsigned long long* agg;
-  unsigned long long* inc;
+  ulonglong2* agg;
+  ulonglong2* inc;
 };
 
-// Points `lb` into temp storage and enqueues the zeroing of its counter and flags.
+// Points `lb` into temp storage and enqueues the zeroing of its counter and words.
 inline cudaError_t PrepareLookback(void* temp, int64_t slots, cudaStream_t stream,
                                    LookbackTemp* lb) {
   *lb = LookbackTemp{};
@@ -537,10 +447,8 @@ inline cudaError_t PrepareLookback(void* temp, int64_t slots, cudaStream_t strea
   const plan::LookbackLayout l = plan::LookbackLayoutFor(slots);
   char* base = static_cast<char*>(temp);
   lb->counter = reinterpret_cast<unsigned long long*>(base);
-  lb->agg_flag = reinterpret_cast<int*>(base + l.flags_offset);
-  lb->inc_flag = reinterpret_cast<int*>(base + l.inc_flags_offset);
-  lb->agg = reinterpret_cast<unsigned long long*>(base + l.values_offset);
-  lb->inc = reinterpret_cast<unsigned long long*>(base + l.inc_values_offset);
+  lb->agg = reinterpret_cast<ulonglong2*>(base + l.agg_offset);
+  lb->inc = reinterpret_cast<ulonglong2*>(base + l.inc_offset);
   return cudaMemsetAsync(base, 0, l.zero_bytes, stream);
 }
 
@@ -641,17 +549,38 @@ __device__ __forceinline__ void UnitScan(Agg mine, bool has, int unit_threads, i
   excl = Compose<Op>(before, Maybe<Agg>{ex, exh});
 }
 
-__device__ __forceinline__ int LoadAcquire(const int* p) {
-  int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
+// A look-back word is written and read as one 128-bit access (single-copy atomic on sm_70 and
+// later), so a reader that sees the flag also sees the value: no fence and no second dependent
+// load, and a lane can have all of its loads in flight at once.
+__device__ __forceinline__ void PublishWord(ulonglong2* p, unsigned long long value) {
+  asm volatile(
+      "{\n\t.reg .b128 w;\n\tmov.b128 w, {%1, %2};\n\tst.relaxed.gpu.global.b128 [%0], w;\n\t}" ::
+          "l"(p),
+      "l"(value), "l"(1ull)
+      : "memory");
 }
 
-__device__ __forceinline__ void StoreRelease(int* p, int v) {
-  asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+__device__ __forceinline__ ulonglong2 PollWord(const ulonglong2* p) {
+  ulonglong2 w;
+  asm volatile(
+      "{\n\t.reg .b128 w;\n\tld.relaxed.gpu.global.b128 w, [%2];\n\tmov.b128 {%0, %1}, w;\n\t}"
+      : "=l"(w.x), "=l"(w.y)
+      : "l"(p));
+  return w;
 }
 
-// The composition of everything before `tile` in its row; called by all lanes of one warp.
+// The word at `p` once its flag is set, given a first poll `w` of it.
+__device__ __forceinline__ unsigned long long AwaitWord(const ulonglong2* p, ulonglong2 w) {
+  while (w.y == 0) {
+    __nanosleep(32);
+    w = PollWord(p);
+  }
+  return w.x;
+}
+
+// The composition of everything before `tile` in its row; called by all lanes of one warp. Every
+// word it needs is polled once up front, so the look-back costs one memory round trip when its
+// predecessors have published.
 template <typename Op, typename Agg>
 __device__ __forceinline__ Maybe<Agg> LookbackPrefix(const LookbackTemp& lb, int64_t slot0,
                                                      int64_t tile) {
@@ -659,14 +588,20 @@ __device__ __forceinline__ Maybe<Agg> LookbackPrefix(const LookbackTemp& lb, int
   constexpr int kPerLane = kWindow / 32;
   const int lane = threadIdx.x & 31;
   const int64_t window = tile / kWindow * kWindow;
+  const ulonglong2* words = lb.agg + slot0 + window + lane * kPerLane;
+  ulonglong2 w[kPerLane];
+#pragma unroll
+  for (int k = 0; k < kPerLane; ++k) {
+    if (window + lane * kPerLane + k < tile) w[k] = PollWord(words + k);
+  }
+  const ulonglong2* inc_word = lb.inc + slot0 + window - 1;
+  ulonglong2 inc_w{0, 0};
+  if (window > 0) inc_w = PollWord(inc_word);
   Maybe<Agg> part{Agg{}, false};
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) {
-    const int64_t j = window + lane * kPerLane + k;
-    if (j < tile) {
-      const int64_t slot = slot0 + j;
-      while (LoadAcquire(lb.agg_flag + slot) == 0) __nanosleep(32);
-      const Agg v = Unpack<Agg>(__ldcg(lb.agg + slot));
+    if (window + lane * kPerLane + k < tile) {
+      const Agg v = Unpack<Agg>(AwaitWord(words + k, w[k]));
       part = Compose<Op>(part, Maybe<Agg>{v, true});
     }
   }
@@ -678,54 +613,52 @@ __device__ __forceinline__ Maybe<Agg> LookbackPrefix(const LookbackTemp& lb, int
   }
   Maybe<Agg> p{ShflIdx(part.v, 0), __shfl_sync(kFull, static_cast<int>(part.has), 0) != 0};
   if (window > 0) {
-    const int64_t slot = slot0 + window - 1;
-    while (LoadAcquire(lb.inc_flag + slot) == 0) __nanosleep(32);
-    const Agg inc = Unpack<Agg>(__ldcg(lb.inc + slot));
+    const Agg inc = Unpack<Agg>(AwaitWord(inc_word, inc_w));
     p = Compose<Op>(Maybe<Agg>{inc, true}, p);
   }
   return p;
 }
 
 // The composition of every item before this thread's first one in its row: the unit scan, then
-// (rows of several tiles) the walk's carry or the look-back. `carry` holds the composition of the
-// tiles a walk has passed (start it empty); every thread of the block must call this once per tile.
-template <typename Op, typename Agg>
+// (rows of several tiles) the walk's carry or, in the kLookback variant (which runs only
+// look-back groups), the look-back. `carry` holds the composition of the tiles a walk has passed
+// (start it empty); every thread of the block must call this once per tile.
+template <bool kLookback, typename Op, typename Agg>
 __device__ __forceinline__ Maybe<Agg> ThreadPrefix(Agg mine, bool has, const Unit& u,
                                                    ScanShared<Agg>& sh, const LookbackTemp& lb,
                                                    Maybe<Agg>& carry) {
   Maybe<Agg> excl;
   Maybe<Agg> total;
   UnitScan<Op>(mine, has, u.unit_threads, static_cast<int>(u.tile & 1), sh, excl, total);
-  if (u.tiles == 1) return excl;
-  if (u.walk) {
+  if constexpr (!kLookback) {
+    if (u.tiles == 1) return excl;
     const Maybe<Agg> prefix = Compose<Op>(carry, excl);
     carry = Compose<Op>(carry, total);
     return prefix;
-  }
-  // Rows of several tiles have one unit per block, and every unit of the group is valid.
-  constexpr int kWindow = Tuning::kLookbackWindow;
-  const int64_t slot0 = sh.desc.slot_begin + u.row * u.tiles;
-  const bool last_tile = u.tile == u.tiles - 1;
-  const bool window_end = u.tile % kWindow == kWindow - 1;
-  if (threadIdx.x == 0 && !last_tile && !window_end) {
-    __stcg(lb.agg + slot0 + u.tile, Pack(total.v));
-    StoreRelease(lb.agg_flag + slot0 + u.tile, 1);
-  }
-  if (threadIdx.x < 32) {
-    Maybe<Agg> p{Agg{}, false};
-    if (u.tile > 0) p = LookbackPrefix<Op, Agg>(lb, slot0, u.tile);
-    if (threadIdx.x == 0) {
-      sh.prefix = p.v;
-      sh.prefix_has = p.has;
-      if (window_end && !last_tile) {
-        const Maybe<Agg> inc = Compose<Op>(p, total);
-        __stcg(lb.inc + slot0 + u.tile, Pack(inc.v));
-        StoreRelease(lb.inc_flag + slot0 + u.tile, 1);
+  } else {
+    // Look-back rows have one unit per block, and every unit of the group is valid.
+    constexpr int kWindow = Tuning::kLookbackWindow;
+    const int64_t slot0 = sh.desc.slot_begin + u.row * u.tiles;
+    const bool last_tile = u.tile == u.tiles - 1;
+    const bool window_end = u.tile % kWindow == kWindow - 1;
+    if (threadIdx.x == 0 && !last_tile && !window_end) {
+      PublishWord(lb.agg + slot0 + u.tile, Pack(total.v));
+    }
+    if (threadIdx.x < 32) {
+      Maybe<Agg> p{Agg{}, false};
+      if (u.tile > 0) p = LookbackPrefix<Op, Agg>(lb, slot0, u.tile);
+      if (threadIdx.x == 0) {
+        sh.prefix = p.v;
+        sh.prefix_has = p.has;
+        if (window_end && !last_tile) {
+          const Maybe<Agg> inc = Compose<Op>(p, total);
+          PublishWord(lb.inc + slot0 + u.tile, Pack(inc.v));
+        }
       }
     }
+    __syncthreads();
+    return Compose<Op>(Maybe<Agg>{sh.prefix, sh.prefix_has != 0}, excl);
   }
-  __syncthreads();
-  return Compose<Op>(Maybe<Agg>{sh.prefix, sh.prefix_has != 0}, excl);
 }
 
 }  // namespace scanserve::cuda::device

@@ -33,12 +33,6 @@ struct RowScan {
   // and look-back rows), so all variants take two.
   static constexpr int kMinBlocksPerSm = 2;
   static constexpr int kMinBlocksPerSmBackward = 2;
-  // Per-thread 16-byte loads and stores (each thread moving its own 64 contiguous bytes). Off:
-  // on the H100 they ran at 27-29% of the copy floor where the warp-cooperative path (coalesced
-  // 4-byte accesses through shared memory) ran at 36-52% on the same shapes, and in warps that mix
-  // full and partial threads the per-thread variant wrote wrong outputs (cuda_backend_test,
-  // CudaAgreesWithCpu.LinearScanAloneWhereMismatchesFall). Both paths give the same bits.
-  static constexpr bool kPerThreadVectors = false;
 };
 
 }  // namespace scanserve::cuda::tuning

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine after scripts/gpu_run.sh has unpacked the bundle: profiles one kernel
+# launch of each named benchmark case with Nsight Compute and keeps the text reports (speed of
+# light, memory, warp stalls, launch and occupancy), one file per case, packed into one archive.
+#
+# Usage: bash scripts/gpu_ncu.sh BENCH KERNEL_REGEX CASE [CASE...]
+#   BENCH         a benchmark binary of .bundle/bin taking --only SUBSTRING and --runs N
+#                 (cuda_scan_bench, cuda_selective_scan_bench)
+#   KERNEL_REGEX  which kernels ncu profiles, e.g. 'LinearScanKernel|AssociativeScanKernel'
+#   CASE          a substring of a benchmark case name, e.g. 'linear bf16 (8,1536,65536)'
+# Writes $OUT/ncu.tar.gz (or /tmp/gpu_out/ncu.tar.gz) and prints each report's summary lines.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+(($# >= 3)) || { sed -n 2,12p "$0"; exit 2; }
+bench=$1
+kernels=$2
+shift 2
+export LD_LIBRARY_PATH="$PWD/.bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+out=${OUT:-/tmp/gpu_out}
+work=$(mktemp -d)
+i=0
+for c in "$@"; do
+  i=$((i + 1))
+  report="$work/ncu-$i.txt"
+  echo "== $c" | tee "$report"
+  # The bench's warm-ups come first; skipping a few launches profiles a steady-state one. Clocks
+  # stay as the machine set them (the device notes ask for --clock-control none).
+  timeout 240 ncu --clock-control none -k "regex:$kernels" --launch-skip 3 --launch-count 1 \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+    --section LaunchStats --section Occupancy --section ComputeWorkloadAnalysis \
+    --section InstructionStats \
+    ".bundle/bin/$bench" --only "$c" --runs 5 >>"$report" 2>&1
+  echo "rc=$?" >>"$report"
+  grep -E "Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy|Executed Ipc A|Warp Cycles Per Issued|Stall|rc=" \
+    "$report" | head -40
+done
+mkdir -p "$out"
+tar czf "$out/ncu.tar.gz" -C "$work" .
+rm -rf "$work"

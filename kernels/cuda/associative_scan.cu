@@ -136,8 +136,9 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSm)
   C* stage = stage_all[threadIdx.x >> 5];
   const int64_t steps = !kLookback && g.walk ? g.tiles_per_row : 1;
   Maybe<C> carry{C{}, false};
+  Unit u = device::MakeUnit(g, sh.vblock);
   for (int64_t step = 0; step < steps; ++step) {
-    const Unit u = device::MakeUnit(g, sh.vblock, step);
+    if (step > 0) device::NextTile(g, u);
     AssocTile<T, kOp, kLookback>(g, u, f, view, stage, sh, lb, carry);
   }
 }

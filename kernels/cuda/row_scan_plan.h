@@ -1,5 +1,6 @@
 // Dispatch layer of the row-scan kernels: turns row groups into per-group descriptors the kernels
-// read, choosing each group's unit size and tiling from its row length alone. Plain C++ shared by
+// read, choosing each group's unit size and tiling from its own row length and row count alone
+// (a group is one request's tensor). Plain C++ shared by
 // the host halves of the .cu files; pure functions, thread-safe.
 #ifndef SCANSERVE_KERNELS_CUDA_ROW_SCAN_PLAN_H_
 #define SCANSERVE_KERNELS_CUDA_ROW_SCAN_PLAN_H_
@@ -48,7 +49,7 @@ struct GroupPlan {
 
 // The smallest power-of-two thread group (up to a block) whose registers hold the row, the
 // number of such tiles the row needs, and whether one block walks them or they chain through the
-// look-back: a function of the length alone.
+// look-back: a function of the group's (one request's) row length and row count alone.
 inline GroupPlan PlanGroup(const RowGeometry& g) {
   GroupPlan p;
   if (g.rows <= 0 || g.length <= 0) return p;
@@ -59,7 +60,8 @@ inline GroupPlan PlanGroup(const RowGeometry& g) {
   p.units_per_block = Tuning::kBlockThreads / unit;
   const int64_t tile = int64_t{unit} * Tuning::kItemsPerThread;
   p.tiles_per_row = (g.length + tile - 1) / tile;
-  p.walk = p.tiles_per_row > 1 && p.tiles_per_row <= Tuning::kWalkMaxTiles;
+  p.walk = p.tiles_per_row > 1 &&
+           (p.tiles_per_row <= Tuning::kWalkMaxTiles || g.rows >= Tuning::kWalkAnyLengthRows);
   const int64_t units = p.walk ? g.rows : g.rows * p.tiles_per_row;
   p.blocks = (units + p.units_per_block - 1) / p.units_per_block;
   p.slots = p.tiles_per_row > 1 && !p.walk ? units : 0;
@@ -107,7 +109,7 @@ BatchPlan PlanBatch(std::span<const Rows> rows, GroupDesc* out, Fill fill, Inclu
 
 // Whether the group's rows chain their tiles through the look-back (rows longer than a walk). Such
 // groups run in a kernel variant of their own, so that the look-back's registers never weigh on
-// the code of the other rows; a function of the row length alone, like everything in the plan.
+// the code of the other rows; a function of the group's own shape, like everything in the plan.
 inline bool NeedsLookback(const RowGeometry& g) {
   const GroupPlan p = PlanGroup(g);
   return p.tiles_per_row > 1 && !p.walk;

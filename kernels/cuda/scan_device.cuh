@@ -3,14 +3,15 @@
 // A block of kThreads threads is split into units of `unit_threads` threads (a power of two fixed
 // per row length by the plan); each unit scans one tile of one row, and each thread holds
 // kItemsPerThread consecutive steps of it in registers. The order of every floating-point
-// operation is a function of the row length only:
+// operation is a function of the row length and the group's row count only:
 //   1. each thread folds its own items left to right;
 //   2. a Kogge-Stone scan over the lanes of a warp (segmented to the unit when it is narrower);
 //   3. a left fold over the warps of the unit (units wider than a warp);
 //   4. for rows of several tiles, either the composition of the row's earlier tiles, carried in
-//      registers by the one block that walks them in order (rows of up to kWalkMaxTiles tiles), or
-//      a look-back over the tiles before it in its window of kLookbackWindow tiles (a fixed tree
-//      over fixed lanes) plus the previous window's prefix (longer rows);
+//      registers by the one block that walks them in order (rows of up to kWalkMaxTiles tiles, or
+//      of any length in groups of at least kWalkAnyLengthRows rows), or a look-back over the tiles
+//      before it in its window of kLookbackWindow tiles (a fixed tree over fixed lanes) plus the
+//      previous window's prefix (the other rows);
 //   5. each thread then re-runs its recurrence from the state entering it.
 // Loads and stores go through shared memory per warp: as coalesced 16-byte units where a warp's
 // segment is contiguous, full and aligned, else as coalesced scalars. Both give the same values in
@@ -48,17 +49,22 @@ struct Elem<float> {
   __device__ static float Load(float v) { return v; }
   __device__ static float Store(float v) { return v; }
 };
+// 16-bit types also convert two values at once (one instruction on sm_90), rounding each as Store.
 template <>
 struct Elem<__half> {
   using C = float;
   __device__ static float Load(__half v) { return __half2float(v); }
   __device__ static __half Store(float v) { return __float2half_rn(v); }
+  __device__ static __half2 Store2(float lo, float hi) { return __floats2half2_rn(lo, hi); }
 };
 template <>
 struct Elem<__nv_bfloat16> {
   using C = float;
   __device__ static float Load(__nv_bfloat16 v) { return __bfloat162float(v); }
   __device__ static __nv_bfloat16 Store(float v) { return __float2bfloat16_rn(v); }
+  __device__ static __nv_bfloat162 Store2(float lo, float hi) {
+    return __floats2bfloat162_rn(lo, hi);
+  }
 };
 template <>
 struct Elem<int32_t> {
@@ -186,25 +192,10 @@ constexpr int StageElems() {
   return 32 * kIpt + (sizeof(C) == 8 ? (32 * kIpt >> 4) : (32 * kIpt >> 5));
 }
 
-// The unit of this thread in virtual block `vblock`, at tile `step` of its walk (walking rows
-// only; 0 otherwise).
-__device__ __forceinline__ Unit MakeUnit(const GroupDesc& g, int64_t vblock, int64_t step) {
-  Unit u;
+// Places the thread's span at tile `u.tile` of its row.
+__device__ __forceinline__ void PlaceSpan(const GroupDesc& g, Unit& u) {
   const int lane = threadIdx.x & 31;
-  u.unit_threads = g.unit_threads;
-  u.walk = g.walk != 0;
   const int in_unit = threadIdx.x & (g.unit_threads - 1);
-  const int64_t unit = (vblock - g.block_begin) * g.units_per_block + threadIdx.x / g.unit_threads;
-  u.tiles = g.tiles_per_row;
-  if (u.walk) {
-    u.valid = unit < g.rows;
-    u.row = u.valid ? unit : 0;
-    u.tile = step;
-  } else {
-    u.valid = unit < g.rows * g.tiles_per_row;
-    u.row = u.valid ? unit / g.tiles_per_row : 0;
-    u.tile = u.valid ? unit % g.tiles_per_row : 0;
-  }
   const int64_t tile_items = int64_t{g.unit_threads} * kIpt;
   const int64_t tile_start = u.tile * tile_items;
   const int64_t n_tile = u.valid ? min(tile_items, g.length - tile_start) : 0;
@@ -220,10 +211,36 @@ __device__ __forceinline__ Unit MakeUnit(const GroupDesc& g, int64_t vblock, int
   sp.s = sp.seg_start + int64_t{li} * kIpt;
   sp.count = max(0, min(kIpt, sp.seg_n - li * kIpt));
   sp.buf_base = (lane - li) * kIpt;
+}
+
+// The unit of this thread in virtual block `vblock`; a walk starts at its row's first tile.
+__device__ __forceinline__ Unit MakeUnit(const GroupDesc& g, int64_t vblock) {
+  Unit u;
+  u.unit_threads = g.unit_threads;
+  u.walk = g.walk != 0;
+  const int64_t unit = (vblock - g.block_begin) * g.units_per_block + threadIdx.x / g.unit_threads;
+  u.tiles = g.tiles_per_row;
+  if (u.walk) {
+    u.valid = unit < g.rows;
+    u.row = u.valid ? unit : 0;
+    u.tile = 0;
+  } else {
+    u.valid = unit < g.rows * g.tiles_per_row;
+    u.row = u.valid ? unit / g.tiles_per_row : 0;
+    u.tile = u.valid ? unit % g.tiles_per_row : 0;
+  }
+  PlaceSpan(g, u);
   const int64_t b = u.row / g.dim;
   const int64_t d = u.row - b * g.dim;
   u.offset = b * g.batch_stride + d * g.row_stride;
   return u;
+}
+
+// Moves a walking unit on to its row's next tile. Everything but the span stays, so the row's
+// divisions are paid once per row, not once per tile.
+__device__ __forceinline__ void NextTile(const GroupDesc& g, Unit& u) {
+  ++u.tile;
+  PlaceSpan(g, u);
 }
 
 // ---- loads and stores ---------------------------------------------------------------------------
@@ -340,7 +357,14 @@ __device__ __forceinline__ void UnitStore(T* __restrict__ row, const RowView& v,
   static_assert(StageElems<C>() * sizeof(C) % 16 == 0 &&
                 StageElems<C>() * sizeof(C) >= 32 * kIpt * sizeof(T));
   T vals[kIpt];
-  if (v.reverse) {
+  if constexpr (sizeof(T) == 2) {
+#pragma unroll
+    for (int m = 0; m < kIpt; m += 2) {
+      const auto pair = v.reverse ? Elem<T>::Store2(in[kIpt - 1 - m], in[kIpt - 2 - m])
+                                  : Elem<T>::Store2(in[m], in[m + 1]);
+      memcpy(vals + m, &pair, 4);
+    }
+  } else if (v.reverse) {
 #pragma unroll
     for (int i = 0; i < kIpt; ++i) vals[kIpt - 1 - i] = Elem<T>::Store(in[i]);
   } else {

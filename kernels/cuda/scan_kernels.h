@@ -16,9 +16,10 @@
 // pointer is a device pointer with the alignment of its element type; inputs must not alias
 // outputs.
 //
-// Results depend only on each row's own length and data: the kernel variant, tile size and the
-// order of every floating-point operation are chosen per row from its length, never from the
-// batch, so a row gives the same bits alone or in any batch.
+// Results depend only on each group's own shape and data: the kernel variant, tile size and the
+// order of every floating-point operation are chosen per group from its row length and row count,
+// never from the rest of the batch, so a group (one request's tensor) gives the same bits alone or
+// in any batch.
 //
 // Thread-safety: all functions are reentrant; a launch's buffers belong to it until the stream
 // passes it.

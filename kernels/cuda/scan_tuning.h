@@ -1,11 +1,13 @@
 // Tuning constants of the CUDA row-scan kernels (linear_scan, linear_scan_backward and
 // associative_scan share one family). Plain C++: read by the host-side dispatch and by device code.
 //
-// Batch invariance rests on these numbers: a row's tile size and look-back window are functions of
-// its length alone, so changing them changes results bit-wise (never their accuracy) and must be
-// done for all rows at once, never per batch.
+// Batch invariance rests on these numbers: a row's tile size, walk and look-back window are
+// functions of its length and its request's row count alone, so changing them changes results
+// bit-wise (never their accuracy) and must be done for all rows at once, never per batch.
 #ifndef SCANSERVE_KERNELS_CUDA_SCAN_TUNING_H_
 #define SCANSERVE_KERNELS_CUDA_SCAN_TUNING_H_
+
+#include <cstdint>
 
 namespace scanserve::cuda::tuning {
 
@@ -23,6 +25,12 @@ struct RowScan {
   // Longer rows spread over many blocks instead, so that a single long request still fills the
   // GPU; at this size one row alone takes one SM for tens of microseconds at most.
   static constexpr int kWalkMaxTiles = 16;
+  // Longer rows are walked too when their request has at least this many of them: one block per
+  // row then already fills the GPU (about 264 blocks are resident on an H100), and a walked tile
+  // runs at the copy floor where a look-back tile, which pays its block's start and a round trip
+  // to its predecessors, runs at about half of it. The row count is the request's own (a request
+  // is never split), so this keeps batch invariance.
+  static constexpr int64_t kWalkAnyLengthRows = 256;
   // Tiles per look-back window: a tile folds the aggregates of the tiles before it in its window
   // and the published prefix of the previous window, so a 2^24-step row is a chain of only
   // 2^24 / (kTileItems * kLookbackWindow) = 16 dependent hops.

@@ -279,6 +279,69 @@ TEST_F(CudaAgreesWithCpu, OddLengthRowsEveryPath) {
   }
 }
 
+// Copies of a request's outputs, poisoning the originals for the next run.
+template <typename Data>
+std::vector<HostTensor> TakeOutputs(Data& d) {
+  std::vector<HostTensor> copies;
+  for (HostTensor* t : d.Outputs()) {
+    HostTensor copy(t->dtype(), t->count());
+    std::memcpy(copy.data(), t->data(), t->bytes());
+    copies.push_back(std::move(copy));
+    t->Poison();
+  }
+  return copies;
+}
+
+// A request of many long rows walks them (one block per row fills the GPU); a lone row of the same
+// length chains its tiles through the look-back. The path is chosen from the request's own shape,
+// so each keeps its bits in a batch with the other; both agree with the CPU backend and float64.
+TEST_F(CudaAgreesWithCpu, WideRequestsWalkLongRowsLoneRowsLookBackEachWithItsOwnBits) {
+  SCANSERVE_TRACE_SEED(rng_);
+  // 17 tiles and 3 steps: past the walk limit of lone rows. Pools of 1 GiB hold the backward
+  // pass of 256 such float32 rows (seven tensors plus the recomputed states).
+  absl::StatusOr<std::unique_ptr<Backend>> big = MakeTestCudaBackend(int64_t{1} << 30);
+  ASSERT_TRUE(big.ok()) << big.status();
+  cuda_ = std::move(big).value();
+  const int64_t length = 17 * 4096 + 3;
+  const bool reverse = rng_.Bool();
+  SCOPED_TRACE(reverse ? "reverse" : "forward");
+  const SeqShape shapes[] = {{1, 256, length}, {1, 1, length}};
+  std::vector<LinearScanData> linear;
+  std::vector<LinearScanBackwardData> backward;
+  std::vector<AssociativeScanData> associative;
+  for (const SeqShape& shape : shapes) {
+    linear.push_back(MakeLinearScanData(
+        {.has_b = true, .has_h0 = true, .reverse = reverse, .return_final_state = true}, shape,
+        rng_));
+    backward.push_back(MakeLinearScanBackwardData(
+        {.has_b = true, .has_h0 = true, .reverse = reverse}, shape, rng_));
+    associative.push_back(
+        MakeAssociativeScanData({.op = ScanOperator::kAdd, .reverse = reverse}, shape, rng_));
+  }
+  auto same_bits_alone = [&](auto& requests) {
+    std::vector<std::vector<HostTensor>> batched;
+    for (auto& d : requests) batched.push_back(TakeOutputs(d));
+    for (size_t k = 0; k < requests.size(); ++k) {
+      const absl::Status status = RunBatch(*cuda_, {&requests[k]});
+      ASSERT_TRUE(status.ok()) << status;
+      const std::vector<HostTensor*> alone = requests[k].Outputs();
+      for (size_t t = 0; t < alone.size(); ++t) {
+        EXPECT_EQ(std::memcmp(alone[t]->data(), batched[k][t].data(), batched[k][t].bytes()), 0)
+            << "request " << k << " output " << t << " differs between the batch and alone";
+      }
+    }
+  };
+  Compare(linear, 1e-4);
+  ExpectMatchesReference(linear);
+  same_bits_alone(linear);
+  Compare(backward, 1e-4);
+  ExpectMatchesReference(backward);
+  same_bits_alone(backward);
+  Compare(associative, 1e-4);
+  ExpectMatchesReference(associative);
+  same_bits_alone(associative);
+}
+
 // The bytes of y from a forward linear scan (no b, c or h0) of `a` and `x` (`es`-byte elements,
 // dtype `dtype`) whose device copies start `offset` elements past a 256-byte boundary and end at
 // the end of their allocations, so that a load past a tensor's end is a memcheck error. y has

@@ -92,10 +92,17 @@ __device__ __forceinline__ void AssocTile(const GroupDesc& g, const Unit& u, con
   const int count = u.span.count;
   C xv[kIpt];
   device::LoadItems(static_cast<const T*>(g.in[0]) + u.offset, view, u.span, stage, xv);
+  // Threads holding all kIpt items (all but a row's last) fold without the item guards.
+  const bool whole = count == kIpt;
   C mine = xv[0];
+  if (whole) {
 #pragma unroll
-  for (int i = 1; i < kIpt; ++i) {
-    if (i < count) mine = Op::Combine(mine, xv[i]);
+    for (int i = 1; i < kIpt; ++i) mine = Op::Combine(mine, xv[i]);
+  } else {
+#pragma unroll
+    for (int i = 1; i < kIpt; ++i) {
+      if (i < count) mine = Op::Combine(mine, xv[i]);
+    }
   }
   const Maybe<C> prefix = device::ThreadPrefix<kLookback, Op>(mine, count > 0, u, sh, lb, carry);
 
@@ -110,6 +117,14 @@ __device__ __forceinline__ void AssocTile(const GroupDesc& g, const Unit& u, con
         acc = has ? Op::Combine(acc, x) : x;
         has = true;
       }
+    }
+  } else if (whole) {
+    acc = has ? Op::Combine(acc, xv[0]) : xv[0];
+    xv[0] = acc;
+#pragma unroll
+    for (int i = 1; i < kIpt; ++i) {
+      acc = Op::Combine(acc, xv[i]);
+      xv[i] = acc;
     }
   } else {
 #pragma unroll

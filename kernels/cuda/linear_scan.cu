@@ -59,10 +59,20 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
     for (int i = 0; i < kIpt; ++i) hv[i] *= bv[i];
   }
 
+  // Threads holding all kIpt items (all but a row's last) fold and re-run without the item
+  // guards: the same operations, and no predicate per item. Walk and single-tile rows only: in the
+  // look-back variant this split lost the final state of rows (tests/cuda, LinearScanLongRows),
+  // although the PTX it compiles to is correct, so that variant keeps the guarded loops.
+  const bool whole = !kLookback && count == kIpt;
   Pair mine{av[0], hv[0]};
+  if (whole) {
 #pragma unroll
-  for (int i = 1; i < kIpt; ++i) {
-    if (i < count) mine = {mine.a * av[i], fmaf(av[i], mine.b, hv[i])};
+    for (int i = 1; i < kIpt; ++i) mine = {mine.a * av[i], fmaf(av[i], mine.b, hv[i])};
+  } else {
+#pragma unroll
+    for (int i = 1; i < kIpt; ++i) {
+      if (i < count) mine = {mine.a * av[i], fmaf(av[i], mine.b, hv[i])};
+    }
   }
   const Maybe<Pair> prefix =
       device::ThreadPrefix<kLookback, LinearOp>(mine, count > 0, u, sh, lb, carry);
@@ -70,13 +80,22 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
   const float h0 = f.has_h0 && u.valid ? g.h0[u.row] : 0.0f;
   float h = h0;
   if (prefix.has) h = f.has_h0 ? fmaf(prefix.v.a, h0, prefix.v.b) : prefix.v.b;
+  if (whole) {
 #pragma unroll
-  for (int i = 0; i < kIpt; ++i) {
-    if (i < count) {
+    for (int i = 0; i < kIpt; ++i) {
       h = fmaf(av[i], h, hv[i]);
       hv[i] = h;
     }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) {
+      if (i < count) {
+        h = fmaf(av[i], h, hv[i]);
+        hv[i] = h;
+      }
+    }
   }
+  if (f.final_state && count > 0 && u.span.s + count == g.length) g.row_out[u.row] = h;
   if (g.out[1] != nullptr) {
     device::StoreItems(static_cast<float*>(g.out[1]) + u.offset, view, u.span, stage, hv);
   }
@@ -89,7 +108,6 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
     }
     device::StoreItems(static_cast<T*>(g.out[0]) + u.offset, view, u.span, stage, hv);
   }
-  if (f.final_state && count > 0 && u.span.s + count == g.length) g.row_out[u.row] = h;
 }
 
 // Descriptor slots. Forward: in = {a, x, b, c}, out = {y, states}, row_out = final state.

@@ -173,6 +173,9 @@ struct Span {
 struct Unit {
   bool valid;
   bool walk;
+  // The unit's tile lies wholly inside its row: every thread of the unit holds kIpt items, so the
+  // scans can skip the bookkeeping of empty threads (with the same operations on the same values).
+  bool full;
   int unit_threads;
   int64_t row;
   int64_t tile;
@@ -192,23 +195,26 @@ constexpr int StageElems() {
   return 32 * kIpt + (sizeof(C) == 8 ? (32 * kIpt >> 4) : (32 * kIpt >> 5));
 }
 
-// Places the thread's span at tile `u.tile` of its row.
+// Places the thread's span at tile `u.tile` of its row. Unit and segment widths are powers of two,
+// so the divisions are shifts.
 __device__ __forceinline__ void PlaceSpan(const GroupDesc& g, Unit& u) {
   const int lane = threadIdx.x & 31;
   const int in_unit = threadIdx.x & (g.unit_threads - 1);
   const int64_t tile_items = int64_t{g.unit_threads} * kIpt;
   const int64_t tile_start = u.tile * tile_items;
   const int64_t n_tile = u.valid ? min(tile_items, g.length - tile_start) : 0;
+  u.full = n_tile == tile_items;
   const int seg_lanes = min(g.unit_threads, 32);
   const int li = lane & (seg_lanes - 1);
-  const int seg_index = in_unit / seg_lanes;
-  const int64_t seg_items = int64_t{seg_lanes} * kIpt;
+  const int seg_index = in_unit >> (__ffs(seg_lanes) - 1);
+  const int seg_items = seg_lanes * kIpt;
   Span& sp = u.span;
   sp.seg_lanes = seg_lanes;
   sp.li = li;
   sp.seg_start = tile_start + seg_index * seg_items;
-  sp.seg_n = static_cast<int>(max(int64_t{0}, min(seg_items, n_tile - seg_index * seg_items)));
-  sp.s = sp.seg_start + int64_t{li} * kIpt;
+  sp.seg_n =
+      static_cast<int>(max(int64_t{0}, min(int64_t{seg_items}, n_tile - seg_index * seg_items)));
+  sp.s = sp.seg_start + li * kIpt;
   sp.count = max(0, min(kIpt, sp.seg_n - li * kIpt));
   sp.buf_base = (lane - li) * kIpt;
 }
@@ -218,7 +224,8 @@ __device__ __forceinline__ Unit MakeUnit(const GroupDesc& g, int64_t vblock) {
   Unit u;
   u.unit_threads = g.unit_threads;
   u.walk = g.walk != 0;
-  const int64_t unit = (vblock - g.block_begin) * g.units_per_block + threadIdx.x / g.unit_threads;
+  const int64_t unit =
+      (vblock - g.block_begin) * g.units_per_block + (threadIdx.x >> (__ffs(g.unit_threads) - 1));
   u.tiles = g.tiles_per_row;
   if (u.walk) {
     u.valid = unit < g.rows;
@@ -527,29 +534,50 @@ __device__ __forceinline__ void LoadGroup(const GroupDesc* __restrict__ groups, 
 
 // ---- scans over lanes, warps and tiles ----------------------------------------------------------
 
-// Exclusive prefix of this thread within its unit, and the unit's total.
+// Exclusive prefix of this thread within its unit, and the unit's total. `full`: every thread of
+// the unit has items (the same for all threads of a unit); warps whose units are all full take a
+// path without the has-flags, which performs the same operations on the same values.
 template <typename Op, typename Agg>
-__device__ __forceinline__ void UnitScan(Agg mine, bool has, int unit_threads, int parity,
-                                         ScanShared<Agg>& sh, Maybe<Agg>& excl, Maybe<Agg>& total) {
+__device__ __forceinline__ void UnitScan(Agg mine, bool has, bool full, int unit_threads,
+                                         int parity, ScanShared<Agg>& sh, Maybe<Agg>& excl,
+                                         Maybe<Agg>& total) {
   const int lane = threadIdx.x & 31;
   const int seg = min(unit_threads, 32);
   const int li = lane & (seg - 1);
-  Agg incl = mine;
-  bool h = has;
-#pragma unroll
-  for (int d = 1; d < 32; d <<= 1) {
-    const Agg o = ShflUp(incl, d);
-    const bool oh = __shfl_up_sync(kFull, static_cast<int>(h), d) != 0;
-    if (d < seg && li >= d && oh) {
-      incl = h ? Op::Combine(o, incl) : o;
-      h = true;
-    }
-  }
-  const Agg ex = ShflUp(incl, 1);
-  const bool exh = (__shfl_up_sync(kFull, static_cast<int>(h), 1) != 0) && li > 0;
   const int last = (lane & ~(seg - 1)) + seg - 1;
-  const Agg seg_total = ShflIdx(incl, last);
-  const bool seg_has = __shfl_sync(kFull, static_cast<int>(h), last) != 0;
+  Agg ex;
+  bool exh;
+  Agg seg_total;
+  bool seg_has;
+  if (__all_sync(kFull, full)) {
+    Agg incl = mine;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      if (d >= seg) break;
+      const Agg o = ShflUp(incl, d);
+      if (li >= d) incl = Op::Combine(o, incl);
+    }
+    ex = ShflUp(incl, 1);
+    exh = li > 0;
+    seg_total = ShflIdx(incl, last);
+    seg_has = true;
+  } else {
+    Agg incl = mine;
+    bool h = has;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const Agg o = ShflUp(incl, d);
+      const bool oh = __shfl_up_sync(kFull, static_cast<int>(h), d) != 0;
+      if (d < seg && li >= d && oh) {
+        incl = h ? Op::Combine(o, incl) : o;
+        h = true;
+      }
+    }
+    ex = ShflUp(incl, 1);
+    exh = (__shfl_up_sync(kFull, static_cast<int>(h), 1) != 0) && li > 0;
+    seg_total = ShflIdx(incl, last);
+    seg_has = __shfl_sync(kFull, static_cast<int>(h), last) != 0;
+  }
   if (unit_threads <= 32) {
     excl = {ex, exh};
     total = {seg_total, seg_has};
@@ -564,12 +592,24 @@ __device__ __forceinline__ void UnitScan(Agg mine, bool has, int unit_threads, i
   const int warps_per_unit = unit_threads >> 5;
   const int first = warp & ~(warps_per_unit - 1);
   Maybe<Agg> before{Agg{}, false};
-  Maybe<Agg> all{Agg{}, false};
-  for (int w = first; w < first + warps_per_unit; ++w) {
-    if (w == warp) before = all;
-    if (sh.warp_has[parity][w]) all = Compose<Op>(all, Maybe<Agg>{sh.warp_agg[parity][w], true});
+  if (full) {
+    // A left fold over the unit's warps, all of which have items.
+    Agg all = sh.warp_agg[parity][first];
+#pragma unroll
+    for (int k = 1; k < kWarps; ++k) {
+      if (k >= warps_per_unit) break;
+      if (first + k == warp) before = {all, true};
+      all = Op::Combine(all, sh.warp_agg[parity][first + k]);
+    }
+    total = {all, true};
+  } else {
+    Maybe<Agg> all{Agg{}, false};
+    for (int w = first; w < first + warps_per_unit; ++w) {
+      if (w == warp) before = all;
+      if (sh.warp_has[parity][w]) all = Compose<Op>(all, Maybe<Agg>{sh.warp_agg[parity][w], true});
+    }
+    total = all;
   }
-  total = all;
   excl = Compose<Op>(before, Maybe<Agg>{ex, exh});
 }
 
@@ -653,7 +693,7 @@ __device__ __forceinline__ Maybe<Agg> ThreadPrefix(Agg mine, bool has, const Uni
                                                    Maybe<Agg>& carry) {
   Maybe<Agg> excl;
   Maybe<Agg> total;
-  UnitScan<Op>(mine, has, u.unit_threads, static_cast<int>(u.tile & 1), sh, excl, total);
+  UnitScan<Op>(mine, has, u.full, u.unit_threads, static_cast<int>(u.tile & 1), sh, excl, total);
   if constexpr (!kLookback) {
     if (u.tiles == 1) return excl;
     const Maybe<Agg> prefix = Compose<Op>(carry, excl);

@@ -24,6 +24,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/row_scan_plan.h"
 
@@ -252,17 +253,43 @@ __device__ __forceinline__ void NextTile(const GroupDesc& g, Unit& u) {
 
 // ---- loads and stores ---------------------------------------------------------------------------
 
+// A read-only load (the non-coherent path the unit loads take too); inputs never alias outputs.
+template <typename T>
+__device__ __forceinline__ T LoadReadOnly(const T* p) {
+  if constexpr (std::is_same_v<T, int64_t>) {
+    return static_cast<int64_t>(__ldg(reinterpret_cast<const long long*>(p)));
+  } else {
+    return __ldg(p);
+  }
+}
+
+// Whether the warp moves one full warp-wide segment (the same answer on every lane). Then li is
+// the lane and buf_base is 0, so every staging index below is a per-lane base plus a constant:
+// Pad(32 j + li) = Pad(li) + j Pad(32), and Pad(kIpt li + i) = Pad(kIpt li) + i for i < kIpt.
+static_assert(kIpt == 16, "the constant staging offsets assume 16 items per thread");
+__device__ __forceinline__ bool WholeWarpSegment(const Span& sp) {
+  return sp.seg_lanes == 32 && sp.seg_n == 32 * kIpt;
+}
+
 // Coalesced loads of this lane's share of its segment: segment element j * seg_lanes + li lands
-// in tmp[j]. Elements are a fixed stride apart, so the address walk needs no per-item multiply
-// by the row's direction.
+// in tmp[j]. Elements are a fixed stride apart, so the address walk is one add per item.
 template <typename T, typename C>
 __device__ __forceinline__ void GatherSegment(const T* __restrict__ row, const RowView& v,
                                               const Span& sp, C (&tmp)[kIpt]) {
   const int64_t step = (v.reverse ? -v.stride : v.stride) * sp.seg_lanes;
   const T* p = row + v.Phys(sp.seg_start + sp.li);
+  if (WholeWarpSegment(sp)) {
 #pragma unroll
-  for (int j = 0; j < kIpt; ++j) {
-    if (j * sp.seg_lanes + sp.li < sp.seg_n) tmp[j] = Elem<T>::Load(p[j * step]);
+    for (int j = 0; j < kIpt; ++j) {
+      tmp[j] = Elem<T>::Load(LoadReadOnly(p));
+      p += step;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kIpt; ++j) {
+      if (j * sp.seg_lanes + sp.li < sp.seg_n) tmp[j] = Elem<T>::Load(LoadReadOnly(p));
+      p += step;
+    }
   }
 }
 
@@ -270,6 +297,17 @@ __device__ __forceinline__ void GatherSegment(const T* __restrict__ row, const R
 template <typename C>
 __device__ __forceinline__ void SegmentToThread(const Span& sp, C* stage, const C (&tmp)[kIpt],
                                                 C (&out)[kIpt]) {
+  if (WholeWarpSegment(sp)) {
+    C* w = stage + Pad<C>(sp.li);
+#pragma unroll
+    for (int j = 0; j < kIpt; ++j) w[j * Pad<C>(32)] = tmp[j];
+    __syncwarp();
+    const C* r = stage + Pad<C>(sp.li * kIpt);
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) out[i] = r[i];
+    __syncwarp();
+    return;
+  }
 #pragma unroll
   for (int j = 0; j < kIpt; ++j) {
     const int e = j * sp.seg_lanes + sp.li;
@@ -445,17 +483,32 @@ __device__ __forceinline__ void StoreItems(T* __restrict__ row, const RowView& v
       return;
     }
   }
+  const int64_t step = (v.reverse ? -v.stride : v.stride) * sp.seg_lanes;
+  T* p = row + v.Phys(sp.seg_start + sp.li);
+  if (WholeWarpSegment(sp)) {
+    C* w = stage + Pad<C>(sp.li * kIpt);
+#pragma unroll
+    for (int i = 0; i < kIpt; ++i) w[i] = in[i];
+    __syncwarp();
+    const C* r = stage + Pad<C>(sp.li);
+#pragma unroll
+    for (int j = 0; j < kIpt; ++j) {
+      *p = Elem<T>::Store(r[j * Pad<C>(32)]);
+      p += step;
+    }
+    __syncwarp();
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < kIpt; ++i) {
     if (i < sp.count) stage[Pad<C>(sp.buf_base + sp.li * kIpt + i)] = in[i];
   }
   __syncwarp();
-  const int64_t step = (v.reverse ? -v.stride : v.stride) * sp.seg_lanes;
-  T* p = row + v.Phys(sp.seg_start + sp.li);
 #pragma unroll
   for (int j = 0; j < kIpt; ++j) {
     const int e = j * sp.seg_lanes + sp.li;
-    if (e < sp.seg_n) p[j * step] = Elem<T>::Store(stage[Pad<C>(sp.buf_base + e)]);
+    if (e < sp.seg_n) *p = Elem<T>::Store(stage[Pad<C>(sp.buf_base + e)]);
+    p += step;
   }
   __syncwarp();
 }

@@ -6,8 +6,7 @@
 // Every shape runs with variable B and C (one group), D_skip, z, delta_bias and softplus, BDL.
 // Times are medians over many launches (CUDA events, after warm-up), rotating over several input
 // sets so that no run finds its inputs in L2. Besides the dispatch's own geometry, the other
-// geometries are timed too (the tuning table's evidence): states per thread S, rows per block R,
-// and blocks starting in step or staggered (suffix s).
+// geometries are timed too (the tuning table's evidence).
 //
 // Usage: cuda_selective_scan_bench [--json PATH] [--runs N] [--no-variants] [--only I]
 // (--only I times the table's I-th shape alone, for profilers.)
@@ -26,7 +25,6 @@
 #include <vector>
 
 #include "cuda/selective_scan_kernel.h"
-#include "cuda/selective_scan_tuning.h"
 #include "scanserve/ops.h"
 
 namespace {
@@ -364,20 +362,16 @@ int main(int argc, char** argv) {
     chosen.states_per_thread = scanserve::cuda::SelectiveScanStatesPerThread(o, sets[0].rows.shape);
     chosen.rows_per_block = scanserve::cuda::SelectiveScanRowsPerBlock(
         o, chosen.states_per_thread, std::span<const SelectiveScanRows>(&sets[0].rows, 1));
-    chosen.stagger = scanserve::cuda::selective_tuning::kStagger;
     row.best_default = TimeGeometry(o, sets, chosen, nullptr, runs, stream);
     if (variants) {
-      for (const bool stagger : {false, true}) {
-        for (int s : {2, 4, 8}) {
-          for (int r : {8, 16, 32, 64}) {
-            const int p = static_cast<int>((sh.n + s - 1) / s);
-            if (r * p > 256 || (s == chosen.states_per_thread && r == chosen.rows_per_block &&
-                                stagger == chosen.stagger)) {
-              continue;
-            }
-            const SelectiveScanGeometry forced{s, r, stagger};
-            row.all.push_back(TimeGeometry(o, sets, forced, &forced, runs, stream));
+      for (int s : {2, 4, 8}) {
+        for (int r : {8, 16, 32, 64}) {
+          const int p = static_cast<int>((sh.n + s - 1) / s);
+          if (r * p > 256 || (s == chosen.states_per_thread && r == chosen.rows_per_block)) {
+            continue;
           }
+          const SelectiveScanGeometry forced{s, r};
+          row.all.push_back(TimeGeometry(o, sets, forced, &forced, runs, stream));
         }
       }
     }
@@ -388,17 +382,15 @@ int main(int argc, char** argv) {
     rows.push_back(row);
   }
 
-  std::printf(
-      "\nvariants (states per thread S, rows per block R, s: staggered block starts): median ms\n");
+  std::printf("\nvariants (states per thread S, rows per block R): median ms\n");
   for (const Row& r : rows) {
-    std::printf("(%ld,%ld,%ld,%ld) %-8s default S%dR%d%s %.4f |", static_cast<long>(r.sh.batch),
+    std::printf("(%ld,%ld,%ld,%ld) %-8s default S=%d R=%d %.4f |", static_cast<long>(r.sh.batch),
                 static_cast<long>(r.sh.dim), static_cast<long>(r.sh.n),
                 static_cast<long>(r.sh.length), std::string(DTypeName(r.sh.dtype)).c_str(),
                 r.best_default.geo.states_per_thread, r.best_default.geo.rows_per_block,
-                r.best_default.geo.stagger ? "s" : "", r.best_default.median_ms);
+                r.best_default.median_ms);
     for (const Timing& t : r.all) {
-      std::printf(" S%dR%d%s %.4f", t.geo.states_per_thread, t.geo.rows_per_block,
-                  t.geo.stagger ? "s" : "", t.median_ms);
+      std::printf(" S%dR%d %.4f", t.geo.states_per_thread, t.geo.rows_per_block, t.median_ms);
     }
     std::printf("\n");
   }
@@ -436,20 +428,19 @@ int main(int argc, char** argv) {
       std::fprintf(f,
                    "    {\"batch\": %ld, \"dim\": %ld, \"n\": %ld, \"length\": %ld, "
                    "\"dtype\": \"%s\", \"states_per_thread\": %d, \"rows_per_block\": %d, "
-                   "\"stagger\": %s, "
                    "\"median_ms\": %.5f, \"min_ms\": %.5f, \"goal_ms\": %.3f, "
                    "\"mamba_ms\": %.3f, \"mem_floor_ms\": %.5f, \"exp_floor_ms\": %.5f, "
                    "\"variants\": [",
                    static_cast<long>(r.sh.batch), static_cast<long>(r.sh.dim),
                    static_cast<long>(r.sh.n), static_cast<long>(r.sh.length),
                    std::string(DTypeName(r.sh.dtype)).c_str(), r.best_default.geo.states_per_thread,
-                   r.best_default.geo.rows_per_block, r.best_default.geo.stagger ? "true" : "false",
-                   r.best_default.median_ms, r.best_default.min_ms, r.sh.goal_ms, r.sh.mamba_ms,
-                   r.mem_floor_ms, r.exp_floor_ms);
+                   r.best_default.geo.rows_per_block, r.best_default.median_ms,
+                   r.best_default.min_ms, r.sh.goal_ms, r.sh.mamba_ms, r.mem_floor_ms,
+                   r.exp_floor_ms);
       for (size_t k = 0; k < r.all.size(); ++k) {
-        std::fprintf(f, "%s{\"s\": %d, \"r\": %d, \"stagger\": %s, \"median_ms\": %.5f}",
-                     k ? ", " : "", r.all[k].geo.states_per_thread, r.all[k].geo.rows_per_block,
-                     r.all[k].geo.stagger ? "true" : "false", r.all[k].median_ms);
+        std::fprintf(f, "%s{\"s\": %d, \"r\": %d, \"median_ms\": %.5f}", k ? ", " : "",
+                     r.all[k].geo.states_per_thread, r.all[k].geo.rows_per_block,
+                     r.all[k].median_ms);
       }
       std::fprintf(f, "]}%s\n", i + 1 < rows.size() ? "," : "");
     }

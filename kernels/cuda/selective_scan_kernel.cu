@@ -72,7 +72,6 @@ struct Params {
   bool has_bias;
   bool has_h0;
   bool last_state;
-  bool stagger;  // first tile shortened by a per-block amount (scheduling only)
 };
 
 __device__ __forceinline__ float Ex2(float x) {
@@ -431,12 +430,12 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
 
   // Tiles that lie wholly inside the row (all but at most the last) take the kFull paths: no
   // per-step bounds checks.
-  auto prefetch = [&](long long t0, long long lim, auto full_tag) {
+  auto prefetch = [&](long long t0, auto full_tag) {
     constexpr bool kFull = decltype(full_tag)::value;
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) {
       if (!u_on[j]) continue;
-      const int count = kFull ? 4 : static_cast<int>(max(0LL, min(4LL, lim - t0 - u_step[j])));
+      const int count = kFull ? 4 : static_cast<int>(max(0LL, min(4LL, L - t0 - u_step[j])));
       if (count == 0) continue;
       const bool vec = !bld && vec_ok && (kFull || count == 4);
       const long long at = u_at[j] + t0 * tstride;
@@ -445,7 +444,7 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
       if (prm.has_z) raw_z[j] = E::Load(gz + at, tstride, count, vec);
     }
     if constexpr (kVarB || kVarC) {
-      const long long tv = lim - t0;
+      const long long tv = L - t0;
       const long long base = bc_tile_at(t0);
 #pragma unroll
       for (int k = 0; k < kBcUnits; ++k) {
@@ -460,7 +459,7 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     }
   };
 
-  auto stage = [&](long long t0, long long lim, auto full_tag) {
+  auto stage = [&](long long t0, auto full_tag) {
     constexpr bool kFull = decltype(full_tag)::value;
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) {
@@ -471,7 +470,7 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
       float gate[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const bool valid = kFull || t0 + u_step[j] + i < lim;
+        const bool valid = kFull || t0 + u_step[j] + i < L;
         const float uf = valid ? E::Get(raw_u[j], i) : 0.f;
         float v = (valid ? E::Get(raw_delta[j], i) : 0.f) + u_bias[j];
         if (prm.softplus) v = Softplus(v);
@@ -493,7 +492,7 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
       }
     }
     if constexpr (kVarB || kVarC) {
-      const long long tv = lim - t0;
+      const long long tv = L - t0;
 #pragma unroll
       for (int k = 0; k < kBcUnits; ++k) {
         if (bc_pk[k] < 0) continue;
@@ -523,9 +522,9 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     }
   };
 
-  auto compute = [&](long long t0, long long lim) {
+  auto compute = [&](long long t0) {
     if (!row_ok) return;
-    const int steps = static_cast<int>(min(static_cast<long long>(T), (lim - t0 + 3) & ~3LL));
+    const int steps = static_cast<int>(min(static_cast<long long>(T), (L - t0 + 3) & ~3LL));
     const float* const dt_row = s_dt + r * TP;
     const float* const dtu_row = s_dtu + r * TP;
     float* const y_row = s_y + (p * R + r) * TP;
@@ -569,12 +568,12 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     }
   };
 
-  auto finalize = [&](long long t0, long long lim, auto full_tag) {
+  auto finalize = [&](long long t0, auto full_tag) {
     constexpr bool kFull = decltype(full_tag)::value;
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) {
       if (!u_on[j]) continue;
-      const int count = kFull ? 4 : static_cast<int>(max(0LL, min(4LL, lim - t0 - u_step[j])));
+      const int count = kFull ? 4 : static_cast<int>(max(0LL, min(4LL, L - t0 - u_step[j])));
       if (count == 0) continue;
       float4 acc = *reinterpret_cast<const float4*>(s_y + u_smem[j]);
       for (int q = 1; q < P; ++q) {
@@ -604,72 +603,43 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     }
   };
 
-  // Every tile but the first and the last two runs the kFull paths alone, so that the main loop
-  // carries none of the bounds checks (nor their registers); lim is the end of a tile's valid
-  // steps.
+  // Every tile but the last two runs the kFull paths alone, so that the main loop carries none of
+  // the bounds checks (nor their registers); the tail tiles follow it.
   using Full = std::true_type;
   using Part = std::false_type;
   constexpr std::integral_constant<int, 0> kNoNext{};
   constexpr std::integral_constant<int, 1> kPartNext{};
   constexpr std::integral_constant<int, 2> kFullNext{};
-  auto tile = [&](long long t0, long long lim, auto cur_tag, long long t1, long long lim1,
-                  auto next_tag) {
+  auto tile = [&](long long t0, auto cur_tag, auto next_tag) {
     constexpr int kNext = decltype(next_tag)::value;
-    if constexpr (kNext == 2) prefetch(t1, lim1, Full{});
-    if constexpr (kNext == 1) prefetch(t1, lim1, Part{});
-    compute(t0, lim);
+    if constexpr (kNext == 2) prefetch(t0 + T, Full{});
+    if constexpr (kNext == 1) prefetch(t0 + T, Part{});
+    compute(t0);
     __syncthreads();
-    finalize(t0, lim, cur_tag);
-    if constexpr (kNext == 2) stage(t1, lim1, Full{});
-    if constexpr (kNext == 1) stage(t1, lim1, Part{});
+    finalize(t0, cur_tag);
+    if constexpr (kNext == 2) stage(t0 + T, Full{});
+    if constexpr (kNext == 1) stage(t0 + T, Part{});
     __syncthreads();
   };
-  // Staggered start: the first tile is `lead` steps short, a different amount per block, so that
-  // the blocks sharing a multiprocessor do not run their exp2-bound recurrence and their staging in
-  // lockstep. Tile boundaries never change the arithmetic (every step is computed the same way
-  // whichever tile holds it), so this is scheduling only.
-  const int lead =
-      prm.stagger
-          ? 4 * static_cast<int>(((static_cast<unsigned int>(blockIdx.x) * 2654435761u) >> 29) %
-                                 static_cast<unsigned int>(T / 4))
-          : 0;
-  const long long first_end = min(L, static_cast<long long>(T - lead));
-  const long long rest = L - first_end;
-  const long long nfull = rest / T;  // full tiles after the first
-  const bool tail = nfull * T < rest;
-  auto run_first = [&](auto cur_tag) {
-    prefetch(0, first_end, cur_tag);
-    stage(0, first_end, cur_tag);
-    __syncthreads();
-    if (nfull > 0) {
-      tile(0, first_end, cur_tag, first_end, first_end + T, kFullNext);
-    } else if (tail) {
-      tile(0, first_end, cur_tag, first_end, L, kPartNext);
-    } else {
-      tile(0, first_end, cur_tag, 0, 0, kNoNext);
-    }
-  };
-  if (first_end == T) {
-    run_first(Full{});
+  const long long full_tiles = L / T;
+  const bool has_part = full_tiles * T < L;
+  if (full_tiles > 0) {
+    prefetch(0, Full{});
+    stage(0, Full{});
   } else {
-    run_first(Part{});
+    prefetch(0, Part{});
+    stage(0, Part{});
   }
-  for (long long k = 0; k + 1 < nfull; ++k) {
-    const long long t0 = first_end + k * T;
-    tile(t0, t0 + T, Full{}, t0 + T, t0 + 2 * T, kFullNext);
-  }
-  if (nfull > 0) {
-    const long long t0 = first_end + (nfull - 1) * T;
-    if (tail) {
-      tile(t0, t0 + T, Full{}, t0 + T, L, kPartNext);
+  __syncthreads();
+  for (long long k = 0; k + 1 < full_tiles; ++k) tile(k * T, Full{}, kFullNext);
+  if (full_tiles > 0) {
+    if (has_part) {
+      tile((full_tiles - 1) * T, Full{}, kPartNext);
     } else {
-      tile(t0, t0 + T, Full{}, 0, 0, kNoNext);
+      tile((full_tiles - 1) * T, Full{}, kNoNext);
     }
   }
-  if (tail) {
-    const long long t0 = first_end + nfull * T;
-    tile(t0, L, Part{}, 0, 0, kNoNext);
-  }
+  if (has_part) tile(full_tiles * T, Part{}, kNoNext);
 
   if (prm.last_state && row_ok) {
 #pragma unroll
@@ -893,7 +863,6 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
     prm.has_bias = options.has_delta_bias;
     prm.has_h0 = options.has_h0;
     prm.last_state = options.return_last_state;
-    prm.stagger = force != nullptr ? force->stagger : tuning::kStagger;
     const size_t smem = SharedBytes(grp.states, prm.state_threads, grp.rows, prm.tile,
                                     options.variable_b, options.variable_c);
     const auto nblocks = static_cast<unsigned int>(grp.blocks);

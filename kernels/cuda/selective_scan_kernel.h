@@ -43,11 +43,10 @@ struct SelectiveScanRows {
 };
 
 // How a launch is laid out. states_per_thread decides the arithmetic (the order of the sum over
-// states); rows_per_block and stagger are scheduling only.
+// states); rows_per_block is scheduling only.
 struct SelectiveScanGeometry {
   int states_per_thread = 4;  // 2, 4 or 8
   int rows_per_block = 32;    // power of two, 8 .. 128, with rows * ceil(N / states) <= 256
-  bool stagger = true;        // blocks start their tile sequence at different offsets
 };
 
 // The states per thread the dispatch gives a request: from N and the request's own size only.

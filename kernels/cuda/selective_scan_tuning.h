@@ -48,12 +48,6 @@ inline constexpr int kMaxRows = 128;
 // which is all a (8, 1536, 16, L) batch makes anyway.
 inline constexpr int kMaxRegisters = 168;
 
-// Blocks walk the sequence in tiles that alternate an exp2-bound recurrence with staging work that
-// barely uses the exp2 unit. Blocks that share a multiprocessor start together and would stay in
-// step, all computing (exp2 unit saturated) and then all staging (exp2 unit idle); a per-block
-// shortening of the first tile by 0 to tile - 4 steps spreads their phases.
-inline constexpr bool kStagger = true;
-
 // Halve rows per block (down to kMinRows) while a launch makes fewer than this many blocks per
 // multiprocessor: small batches then still fill the GPU.
 inline constexpr int kMinBlocksPerSm = 2;

@@ -20,6 +20,14 @@ constexpr int StatesPerThread(int n, int64_t rows) {
   return rows * ((n + 3) / 4) < kSmallRequestThreads ? 2 : 4;
 }
 
+// A channel's state-threads add their partial outputs with warp shuffles (adjacent lanes, a
+// butterfly over the channel's lanes after every four steps) when their count is a power of two:
+// no partial outputs in shared memory, no finalize step and one barrier per tile. Other counts
+// add them through shared memory. Depends on N and states per thread only.
+constexpr bool ShuffleSum(int state_threads) {
+  return state_threads > 0 && state_threads <= 32 && (state_threads & (state_threads - 1)) == 0;
+}
+
 // Time steps staged per tile: 8 per state-thread of a channel, at most kMaxTile, so that each
 // thread stages at most kUnitsPerThread four-step units of u, delta, z per tile.
 inline constexpr int kMaxTile = 32;
@@ -28,11 +36,9 @@ constexpr int TileLength(int state_threads) {
   return state_threads * 8 < kMaxTile ? state_threads * 8 : kMaxTile;
 }
 
-// Elements of each of variable B and C that one thread prefetches into registers per tile, in
-// units of four along their contiguous dimension (one vector load each where aligned): two units
-// for 16-bit types and one for float32, both in four registers. A tile holding more (large N, few
-// rows per block) stages the rest with loads that wait.
-constexpr int BcPerThread(int elem_bytes) { return elem_bytes == 2 ? 8 : 4; }
+// Elements of each of variable B and C that one thread prefetches into registers per tile; a tile
+// holding more (large N with few rows per block) stages the rest with loads that wait.
+inline constexpr int kBcPerThread = 4;
 
 // Threads per block are rows_per_block * state_threads: aim at kTargetThreads (or more, so that
 // the B and C tile fits the prefetch), never above kMaxThreads; rows per block is a power of two in

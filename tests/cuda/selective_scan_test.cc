@@ -476,11 +476,10 @@ void RunForced(Case& c, const SelectiveScanGeometry& geo, cudaStream_t stream) {
   cudaFree(dev_ws);
 }
 
-// Every states-per-thread and rows-per-block the benchmark can force, whatever the dispatch would
-// pick: N from 1 to 256 (one to 32 state-threads), channels that leave a block partly empty, odd
-// lengths (scalar B/C loads) and a multiple of four (vector loads), small blocks whose B/C tile
-// exceeds the prefetch (loads that wait).
-TEST_F(SelectiveScanTest, EveryForcedGeometryMatchesReference) {
+// Both ways of adding a channel's partial outputs (shared memory and warp shuffles), for every
+// states-per-thread and a small and a large block, whatever the dispatch would pick: N from 1 to
+// 256 (one to 32 state-threads), channels that leave a block partly empty, odd lengths.
+TEST_F(SelectiveScanTest, EveryPartialSumAndGeometryMatchesReference) {
   for (int n : {1, 3, 4, 16, 64, 256}) {
     for (Layout layout : {Layout::kBDL, Layout::kBLD}) {
       for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
@@ -490,28 +489,32 @@ TEST_F(SelectiveScanTest, EveryForcedGeometryMatchesReference) {
         o.has_h0 = rng_.Int(0, 1) == 1;
         const SeqShape s{2, 10, rng_.Int(0, 1) == 1 ? 64 : 2 * rng_.Int(10, 60) + 1};
         const Case base = MakeCase(o, s, rng_);
-        for (int states : {2, 4, 8}) {
-          const int threads = (n + states - 1) / states;
-          for (int rows : {8, 16, 32}) {
-            if (rows * threads > 256) continue;
-            SCOPED_TRACE("states " + std::to_string(states) + " rows " + std::to_string(rows));
-            Case c;
-            c.o = o;
-            c.s = s;
-            c.u = Copy(base.u);
-            c.delta = Copy(base.delta);
-            c.z = Copy(base.z);
-            c.B = Copy(base.B);
-            c.C = Copy(base.C);
-            c.A = Copy(base.A);
-            c.d_skip = Copy(base.d_skip);
-            c.bias = Copy(base.bias);
-            c.h0 = Copy(base.h0);
-            c.y = Copy(base.y);
-            c.last = Copy(base.last);
-            c.Poison();
-            RunForced(c, SelectiveScanGeometry{states, rows}, ctx_->stream());
-            ExpectMatchesReference(c);
+        for (const SelectiveScanSum sum : {SelectiveScanSum::kShared, SelectiveScanSum::kShuffle}) {
+          for (int states : {2, 4, 8}) {
+            const int threads = (n + states - 1) / states;
+            if (sum == SelectiveScanSum::kShuffle && (threads & (threads - 1)) != 0) continue;
+            for (int rows : {8, 32}) {
+              if (rows * threads > 256) continue;
+              SCOPED_TRACE("states " + std::to_string(states) + " rows " + std::to_string(rows) +
+                           (sum == SelectiveScanSum::kShuffle ? " shuffle" : " shared"));
+              Case c;
+              c.o = o;
+              c.s = s;
+              c.u = Copy(base.u);
+              c.delta = Copy(base.delta);
+              c.z = Copy(base.z);
+              c.B = Copy(base.B);
+              c.C = Copy(base.C);
+              c.A = Copy(base.A);
+              c.d_skip = Copy(base.d_skip);
+              c.bias = Copy(base.bias);
+              c.h0 = Copy(base.h0);
+              c.y = Copy(base.y);
+              c.last = Copy(base.last);
+              c.Poison();
+              RunForced(c, SelectiveScanGeometry{states, rows, sum}, ctx_->stream());
+              ExpectMatchesReference(c);
+            }
           }
         }
       }

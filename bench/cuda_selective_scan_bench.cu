@@ -6,8 +6,7 @@
 // Every shape runs with variable B and C (one group), D_skip, z, delta_bias and softplus, BDL.
 // Times are medians over many launches (CUDA events, after warm-up), rotating over several input
 // sets so that no run finds its inputs in L2. Besides the dispatch's own geometry, the other
-// geometries are timed too (the tuning table's evidence): states per thread S, rows per block R and
-// how a channel's state-threads add their partial outputs (m: shared memory, x: warp shuffles).
+// geometries are timed too (the tuning table's evidence).
 //
 // Usage: cuda_selective_scan_bench [--json PATH] [--runs N] [--no-variants] [--only I]
 // (--only I times the table's I-th shape alone, for profilers.)
@@ -38,9 +37,6 @@ using scanserve::SelectiveScanOptions;
 using scanserve::SeqShape;
 using scanserve::cuda::SelectiveScanGeometry;
 using scanserve::cuda::SelectiveScanRows;
-using scanserve::cuda::SelectiveScanSum;
-
-const char* SumTag(SelectiveScanSum sum) { return sum == SelectiveScanSum::kShuffle ? "x" : "m"; }
 
 #define CHECK_CUDA(expr)                                                 \
   do {                                                                   \
@@ -366,23 +362,16 @@ int main(int argc, char** argv) {
     chosen.states_per_thread = scanserve::cuda::SelectiveScanStatesPerThread(o, sets[0].rows.shape);
     chosen.rows_per_block = scanserve::cuda::SelectiveScanRowsPerBlock(
         o, chosen.states_per_thread, std::span<const SelectiveScanRows>(&sets[0].rows, 1));
-    chosen.sum = scanserve::cuda::SelectiveScanUsesShuffleSum(o, chosen.states_per_thread)
-                     ? SelectiveScanSum::kShuffle
-                     : SelectiveScanSum::kShared;
     row.best_default = TimeGeometry(o, sets, chosen, nullptr, runs, stream);
     if (variants) {
-      for (const SelectiveScanSum sum : {SelectiveScanSum::kShared, SelectiveScanSum::kShuffle}) {
-        for (int s : {2, 4, 8}) {
-          for (int r : {8, 16, 32, 64}) {
-            const int p = static_cast<int>((sh.n + s - 1) / s);
-            if (r * p > 256 || (s == chosen.states_per_thread && r == chosen.rows_per_block &&
-                                sum == chosen.sum)) {
-              continue;
-            }
-            if (sum == SelectiveScanSum::kShuffle && (p & (p - 1)) != 0) continue;
-            const SelectiveScanGeometry forced{s, r, sum};
-            row.all.push_back(TimeGeometry(o, sets, forced, &forced, runs, stream));
+      for (int s : {2, 4, 8}) {
+        for (int r : {8, 16, 32, 64}) {
+          const int p = static_cast<int>((sh.n + s - 1) / s);
+          if (r * p > 256 || (s == chosen.states_per_thread && r == chosen.rows_per_block)) {
+            continue;
           }
+          const SelectiveScanGeometry forced{s, r};
+          row.all.push_back(TimeGeometry(o, sets, forced, &forced, runs, stream));
         }
       }
     }
@@ -393,18 +382,15 @@ int main(int argc, char** argv) {
     rows.push_back(row);
   }
 
-  std::printf(
-      "\nvariants (states per thread S, rows per block R, partial sums m: shared memory, "
-      "x: shuffles): median ms\n");
+  std::printf("\nvariants (states per thread S, rows per block R): median ms\n");
   for (const Row& r : rows) {
-    std::printf("(%ld,%ld,%ld,%ld) %-8s default S%dR%d%s %.4f |", static_cast<long>(r.sh.batch),
+    std::printf("(%ld,%ld,%ld,%ld) %-8s default S=%d R=%d %.4f |", static_cast<long>(r.sh.batch),
                 static_cast<long>(r.sh.dim), static_cast<long>(r.sh.n),
                 static_cast<long>(r.sh.length), std::string(DTypeName(r.sh.dtype)).c_str(),
                 r.best_default.geo.states_per_thread, r.best_default.geo.rows_per_block,
-                SumTag(r.best_default.geo.sum), r.best_default.median_ms);
+                r.best_default.median_ms);
     for (const Timing& t : r.all) {
-      std::printf(" S%dR%d%s %.4f", t.geo.states_per_thread, t.geo.rows_per_block,
-                  SumTag(t.geo.sum), t.median_ms);
+      std::printf(" S%dR%d %.4f", t.geo.states_per_thread, t.geo.rows_per_block, t.median_ms);
     }
     std::printf("\n");
   }
@@ -442,20 +428,19 @@ int main(int argc, char** argv) {
       std::fprintf(f,
                    "    {\"batch\": %ld, \"dim\": %ld, \"n\": %ld, \"length\": %ld, "
                    "\"dtype\": \"%s\", \"states_per_thread\": %d, \"rows_per_block\": %d, "
-                   "\"sum\": \"%s\", "
                    "\"median_ms\": %.5f, \"min_ms\": %.5f, \"goal_ms\": %.3f, "
                    "\"mamba_ms\": %.3f, \"mem_floor_ms\": %.5f, \"exp_floor_ms\": %.5f, "
                    "\"variants\": [",
                    static_cast<long>(r.sh.batch), static_cast<long>(r.sh.dim),
                    static_cast<long>(r.sh.n), static_cast<long>(r.sh.length),
                    std::string(DTypeName(r.sh.dtype)).c_str(), r.best_default.geo.states_per_thread,
-                   r.best_default.geo.rows_per_block, SumTag(r.best_default.geo.sum),
-                   r.best_default.median_ms, r.best_default.min_ms, r.sh.goal_ms, r.sh.mamba_ms,
-                   r.mem_floor_ms, r.exp_floor_ms);
+                   r.best_default.geo.rows_per_block, r.best_default.median_ms,
+                   r.best_default.min_ms, r.sh.goal_ms, r.sh.mamba_ms, r.mem_floor_ms,
+                   r.exp_floor_ms);
       for (size_t k = 0; k < r.all.size(); ++k) {
-        std::fprintf(f, "%s{\"s\": %d, \"r\": %d, \"sum\": \"%s\", \"median_ms\": %.5f}",
-                     k ? ", " : "", r.all[k].geo.states_per_thread, r.all[k].geo.rows_per_block,
-                     SumTag(r.all[k].geo.sum), r.all[k].median_ms);
+        std::fprintf(f, "%s{\"s\": %d, \"r\": %d, \"median_ms\": %.5f}", k ? ", " : "",
+                     r.all[k].geo.states_per_thread, r.all[k].geo.rows_per_block,
+                     r.all[k].median_ms);
       }
       std::fprintf(f, "]}%s\n", i + 1 < rows.size() ? "," : "");
     }

@@ -6,16 +6,12 @@
 // threads holding S states each in registers for the entire sequence: the recurrence is a plain
 // sequential loop, one exp2 per (step, state), no scan tree and no second pass. Per tile:
 //   prefetch  raw u, delta, z of the next tile into registers (global loads in flight during
-//             compute)
-//   compute   each state-thread advances its S states over the tile, with per step the partial
-//             sum over its states of C * h
-//   finalize  the P partial sums are added, D * u and the z gate applied, y stored
-//   stage     the prefetched tile becomes dt = softplus(delta + bias), dt * u, D * u and the
-//             gate in shared memory, once per (channel, step) rather than once per state-thread
-// Two ways to add the partial sums (SelectiveScanSum): through shared memory in a finalize step
-// between two barriers, or (P a power of two) with warp shuffles among the channel's adjacent
-// lanes right after every four steps, which needs no finalize step and, with two staging buffers,
-// one barrier per tile, so that a warp stages tile k + 1 while others still compute tile k.
+//   compute) compute   each state-thread advances its S states over the tile; per step it writes
+//   its partial
+//             sum over its states of C * h to shared memory
+//   finalize  partial sums are added in state order, D * u and the z gate applied, y stored
+//   stage     the prefetched tile becomes dt = softplus(delta + bias) and dt * u in shared memory,
+//             computed once per (channel, step) rather than once per state-thread
 // Steps past the end of a row are staged with dt = 0, which leaves every state unchanged exactly
 // (exp2(0) = 1 and dt * u * B = 0), so tiles need no tail branches in the recurrence.
 #include <cuda_bf16.h>
@@ -134,7 +130,6 @@ struct F32 {
   using One = float;
   __device__ static One LoadOne(const float* p) { return __ldg(p); }
   __device__ static float OneToFloat(One x) { return x; }
-  __device__ static void StoreOne(float* p, float y) { __stcs(p, y); }
   __device__ static void Store(float* p, long long step, int count, bool vec, const float (&y)[4]) {
     if (vec) {
       __stcs(reinterpret_cast<float4*>(p), make_float4(y[0], y[1], y[2], y[3]));
@@ -179,13 +174,12 @@ struct Bits16 {
   __device__ static float OneToFloat(One x) {
     return Conv::ToFloat(static_cast<unsigned short>(x));
   }
-  __device__ static void StoreOne(unsigned short* p, float y) { *p = Conv::FromFloat(y); }
   __device__ static void Store(unsigned short* p, long long step, int count, bool vec,
                                const float (&y)[4]) {
     if (vec) {
       uint2 x;
-      x.x = Conv::Pack2(y[0], y[1]);
-      x.y = Conv::Pack2(y[2], y[3]);
+      x.x = Conv::FromFloat(y[0]) | (static_cast<unsigned int>(Conv::FromFloat(y[1])) << 16);
+      x.y = Conv::FromFloat(y[2]) | (static_cast<unsigned int>(Conv::FromFloat(y[3])) << 16);
       __stcs(reinterpret_cast<uint2*>(p), x);
     } else {
 #pragma unroll
@@ -201,13 +195,6 @@ struct HalfConv {
   __device__ static unsigned short FromFloat(float f) {
     return __half_as_ushort(__float2half_rn(f));
   }
-  // lo in the low half: one conversion instruction for two values.
-  __device__ static unsigned int Pack2(float lo, float hi) {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    unsigned int bits;
-    memcpy(&bits, &v, sizeof(bits));
-    return bits;
-  }
 };
 struct BFloat16Conv {
   __device__ static float ToFloat(unsigned short x) {
@@ -215,12 +202,6 @@ struct BFloat16Conv {
   }
   __device__ static unsigned short FromFloat(float f) {
     return __bfloat16_as_ushort(__float2bfloat16_rn(f));
-  }
-  __device__ static unsigned int Pack2(float lo, float hi) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    unsigned int bits;
-    memcpy(&bits, &v, sizeof(bits));
-    return bits;
   }
 };
 using F16 = Bits16<HalfConv>;
@@ -245,7 +226,7 @@ __device__ __forceinline__ void LoadStates(const float* p, float (&v)[S]) {
   }
 }
 
-template <typename E, int S, bool kVarB, bool kVarC, bool kBld, bool kShfl>
+template <typename E, int S, bool kVarB, bool kVarC, bool kBld>
 __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Params prm) {
   using Raw = typename E::Raw;
   using Quad = typename E::Quad;
@@ -286,22 +267,17 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
 
   const int nthreads = R * P;
   const int tid = threadIdx.x;
-  // kShfl: the P state-threads of a channel are adjacent lanes and add their partial outputs with
-  // warp shuffles; otherwise they are R threads apart and add them through shared memory.
-  const int r = kShfl ? tid / P : tid % R;
-  const int p = kShfl ? tid % P : tid / R;
+  const int r = tid % R;
+  const int p = tid / R;
   const int TP = T + 4;      // padded row of dt, dt*u and partial y: conflict-free 16-byte access
   const int NP = P * S + 4;  // padded row of staged B and C
-  // A staging buffer holds one tile: dt, dt*u, D*u, z*sigmoid(z) per channel, then B and C.
-  // kShfl keeps two (tile k is computed while tile k+1 is staged, one barrier per tile); the
-  // shared-memory sum keeps one plus the partial outputs [P][R][TP].
-  const int buf_floats = 4 * R * TP + (kVarB ? T * NP : 0) + (kVarC ? T * NP : 0);
-  float* const s_y = smem + buf_floats;
-  const int o_dtu = R * TP;
-  const int o_skip = 2 * R * TP;
-  const int o_gate = 3 * R * TP;
-  const int o_B = 4 * R * TP;
-  const int o_C = o_B + (kVarB ? T * NP : 0);
+  float* const s_dt = smem;
+  float* const s_dtu = s_dt + R * TP;
+  float* const s_skip = s_dtu + R * TP;   // D * u
+  float* const s_gate = s_skip + R * TP;  // z * sigmoid(z)
+  float* const s_y = s_gate + R * TP;     // [P][R][TP]
+  float* const s_B = s_y + P * R * TP;
+  float* const s_C = s_B + (kVarB ? T * NP : 0);
 
   constexpr bool bld = kBld;
   const long long tstride = bld ? D : 1;  // elements between consecutive steps of one channel
@@ -327,13 +303,10 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   // Padded state columns of staged B and C stay zero: staging writes only n < N.
   if constexpr (kVarB || kVarC) {
     const int pad = NP - N;
-    for (int buf = 0; buf < (kShfl ? 2 : 1); ++buf) {
-      float* const sb = smem + buf * buf_floats;
-      for (int i = tid; i < T * pad; i += nthreads) {
-        const int at = (i / pad) * NP + N + i % pad;
-        if constexpr (kVarB) sb[o_B + at] = 0.f;
-        if constexpr (kVarC) sb[o_C + at] = 0.f;
-      }
+    for (int i = tid; i < T * pad; i += nthreads) {
+      const int at = (i / pad) * NP + N + i % pad;
+      if constexpr (kVarB) s_B[at] = 0.f;
+      if constexpr (kVarC) s_C[at] = 0.f;
     }
   }
 
@@ -419,15 +392,8 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     }
   };
 
-  auto stage = [&](long long t0, auto full_tag, int buf) {
+  auto stage = [&](long long t0, auto full_tag) {
     constexpr bool kFull = decltype(full_tag)::value;
-    float* const sb = smem + buf * buf_floats;
-    float* const s_dt = sb;
-    float* const s_dtu = sb + o_dtu;
-    float* const s_skip = sb + o_skip;
-    float* const s_gate = sb + o_gate;
-    [[maybe_unused]] float* const s_B = sb + o_B;
-    [[maybe_unused]] float* const s_C = sb + o_C;
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) {
       if (!u_on[j]) continue;
@@ -482,62 +448,12 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     }
   };
 
-  // kShfl: the lanes of this channel's state-threads (a partial warp, or channels past the block's
-  // last, leave lanes out of the shuffles), and where the channel's y starts.
-  unsigned int group_mask = 0;
-  if constexpr (kShfl) {
-    const unsigned int warp_lanes = nthreads >= 32 ? 0xffffffffu : (1u << nthreads) - 1u;
-    group_mask = __ballot_sync(warp_lanes, row_ok);
-  }
-  const long long y_row_at = bld ? b * L * D + d : (b * D + d) * L;
-
-  // kShfl: adds the partial outputs of steps t..t+3 over the channel's P lanes in a fixed tree (its
-  // order depends on P alone), applies D * u and the gate and stores y. Lane p ends with step
-  // 2 * (p & 1) + ((p >> 1) & 1) when P >= 4, steps 2 * (p & 1) and the next when P == 2.
-  auto emit = [&](long long t0, int t, const float(&yq)[4], const float* sb) {
-    const float* const skip_row = sb + o_skip + r * TP + t;
-    const float* const gate_row = sb + o_gate + r * TP + t;
-    auto finish = [&](int j, float v) {
-      if (prm.has_d_skip) v += skip_row[j];
-      if (prm.has_z) v *= gate_row[j];
-      return v;
-    };
-    Raw* const out = gy + y_row_at + (t0 + t) * tstride;
-    const long long left = L - t0 - t;  // steps of this group inside the row, at least 1
-    if (P == 1) {
-      float y[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) y[j] = finish(j, yq[j]);
-      E::Store(out, tstride, static_cast<int>(min(4LL, left)), !bld && vec_ok && left >= 4, y);
-      return;
-    }
-    const bool hi1 = (p & 1) != 0;
-    const float v0 = (hi1 ? yq[2] : yq[0]) + __shfl_xor_sync(group_mask, hi1 ? yq[0] : yq[2], 1);
-    const float v1 = (hi1 ? yq[3] : yq[1]) + __shfl_xor_sync(group_mask, hi1 ? yq[1] : yq[3], 1);
-    const int j0 = hi1 ? 2 : 0;
-    if (P == 2) {
-      if (j0 < left) E::StoreOne(out + j0 * tstride, finish(j0, v0));
-      if (j0 + 1 < left) E::StoreOne(out + (j0 + 1) * tstride, finish(j0 + 1, v1));
-      return;
-    }
-    const bool hi2 = (p & 2) != 0;
-    float w = (hi2 ? v1 : v0) + __shfl_xor_sync(group_mask, hi2 ? v0 : v1, 2);
-    for (int m = 4; m < P; m <<= 1) w += __shfl_xor_sync(group_mask, w, m);
-    const int j = j0 + (hi2 ? 1 : 0);
-    if (p < 4 && j < left) E::StoreOne(out + j * tstride, finish(j, w));
-  };
-
-  auto compute = [&](long long t0, int buf) {
+  auto compute = [&](long long t0) {
     if (!row_ok) return;
-    const float* const sb = smem + buf * buf_floats;
     const int steps = static_cast<int>(min(static_cast<long long>(T), (L - t0 + 3) & ~3LL));
-    const float* const dt_row = sb + r * TP;
-    const float* const dtu_row = sb + o_dtu + r * TP;
+    const float* const dt_row = s_dt + r * TP;
+    const float* const dtu_row = s_dtu + r * TP;
     float* const y_row = s_y + (p * R + r) * TP;
-    // One pointer walks the staged B (or C) rows a step at a time; C sits a fixed distance after B,
-    // so both loads share it and the loop adds one offset per step.
-    const float* bc_row = sb + (kVarB ? o_B : o_C) + p * S;
-    const int c_off = o_C - o_B;
     for (int t = 0; t < steps; t += 4) {
       const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
       const float4 dtu4 = *reinterpret_cast<const float4*>(dtu_row + t);
@@ -549,18 +465,17 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
         float bv[S];
         float cv[S];
         if constexpr (kVarB) {
-          LoadStates<S>(bc_row, bv);
+          LoadStates<S>(s_B + (t + i) * NP + p * S, bv);
         } else {
 #pragma unroll
           for (int s = 0; s < S; ++s) bv[s] = bfix[s];
         }
         if constexpr (kVarC) {
-          LoadStates<S>(kVarB ? bc_row + c_off : bc_row, cv);
+          LoadStates<S>(s_C + (t + i) * NP + p * S, cv);
         } else {
 #pragma unroll
           for (int s = 0; s < S; ++s) cv[s] = cfix[s];
         }
-        bc_row += NP;
         float acc = 0.f;
 #pragma unroll
         for (int s = 0; s < S; ++s) {
@@ -570,18 +485,12 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
         }
         yq[i] = acc;
       }
-      if constexpr (kShfl) {
-        emit(t0, t, yq, sb);
-      } else {
-        *reinterpret_cast<float4*>(y_row + t) = make_float4(yq[0], yq[1], yq[2], yq[3]);
-      }
+      *reinterpret_cast<float4*>(y_row + t) = make_float4(yq[0], yq[1], yq[2], yq[3]);
     }
   };
 
   auto finalize = [&](long long t0, auto full_tag) {
     constexpr bool kFull = decltype(full_tag)::value;
-    const float* const s_skip = smem + o_skip;
-    const float* const s_gate = smem + o_gate;
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) {
       if (!u_on[j]) continue;
@@ -622,44 +531,36 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   constexpr std::integral_constant<int, 0> kNoNext{};
   constexpr std::integral_constant<int, 1> kPartNext{};
   constexpr std::integral_constant<int, 2> kFullNext{};
-  // kShfl: tile k is computed from buffer k % 2 while tile k + 1 is staged into the other; the one
-  // barrier per tile keeps a buffer from being restaged before every thread has computed from it.
-  auto tile = [&](long long k, auto cur_tag, auto next_tag) {
+  auto tile = [&](long long t0, auto cur_tag, auto next_tag) {
     constexpr int kNext = decltype(next_tag)::value;
-    (void)cur_tag;  // the shuffle sum has no finalize step
-    const long long t0 = k * T;
-    const int buf = kShfl ? static_cast<int>(k & 1) : 0;
-    const int next_buf = kShfl ? buf ^ 1 : 0;
     if constexpr (kNext == 2) prefetch(t0 + T, Full{});
     if constexpr (kNext == 1) prefetch(t0 + T, Part{});
-    compute(t0, buf);
-    if constexpr (!kShfl) {
-      __syncthreads();
-      finalize(t0, cur_tag);
-    }
-    if constexpr (kNext == 2) stage(t0 + T, Full{}, next_buf);
-    if constexpr (kNext == 1) stage(t0 + T, Part{}, next_buf);
+    compute(t0);
+    __syncthreads();
+    finalize(t0, cur_tag);
+    if constexpr (kNext == 2) stage(t0 + T, Full{});
+    if constexpr (kNext == 1) stage(t0 + T, Part{});
     __syncthreads();
   };
   const long long full_tiles = L / T;
   const bool has_part = full_tiles * T < L;
   if (full_tiles > 0) {
     prefetch(0, Full{});
-    stage(0, Full{}, 0);
+    stage(0, Full{});
   } else {
     prefetch(0, Part{});
-    stage(0, Part{}, 0);
+    stage(0, Part{});
   }
   __syncthreads();
-  for (long long k = 0; k + 1 < full_tiles; ++k) tile(k, Full{}, kFullNext);
+  for (long long k = 0; k + 1 < full_tiles; ++k) tile(k * T, Full{}, kFullNext);
   if (full_tiles > 0) {
     if (has_part) {
-      tile(full_tiles - 1, Full{}, kPartNext);
+      tile((full_tiles - 1) * T, Full{}, kPartNext);
     } else {
-      tile(full_tiles - 1, Full{}, kNoNext);
+      tile((full_tiles - 1) * T, Full{}, kNoNext);
     }
   }
-  if (has_part) tile(full_tiles, Part{}, kNoNext);
+  if (has_part) tile(full_tiles * T, Part{}, kNoNext);
 
   if (prm.last_state && row_ok) {
 #pragma unroll
@@ -670,22 +571,18 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   }
 }
 
-size_t SharedBytes(int S, int P, int R, int T, bool var_b, bool var_c, bool shfl) {
+size_t SharedBytes(int S, int P, int R, int T, bool var_b, bool var_c) {
   const size_t TP = static_cast<size_t>(T) + 4;
   const size_t NP = static_cast<size_t>(P) * S + 4;
-  const size_t buf =
-      4 * R * TP + (static_cast<size_t>(var_b) + var_c) * static_cast<size_t>(T) * NP;
-  const size_t floats = shfl ? 2 * buf : buf + static_cast<size_t>(P) * R * TP;
+  const size_t floats = (4 + static_cast<size_t>(P)) * R * TP +
+                        (static_cast<size_t>(var_b) + var_c) * static_cast<size_t>(T) * NP;
   return floats * sizeof(float);
 }
 
 template <typename E, int S, bool kVarB, bool kVarC>
-cudaError_t LaunchTyped(const Params& prm, bool shfl, unsigned int blocks, size_t smem,
-                        cudaStream_t stream) {
-  auto* kernel = prm.bld ? (shfl ? &SelectiveScanKernel<E, S, kVarB, kVarC, true, true>
-                                 : &SelectiveScanKernel<E, S, kVarB, kVarC, true, false>)
-                         : (shfl ? &SelectiveScanKernel<E, S, kVarB, kVarC, false, true>
-                                 : &SelectiveScanKernel<E, S, kVarB, kVarC, false, false>);
+cudaError_t LaunchTyped(const Params& prm, unsigned int blocks, size_t smem, cudaStream_t stream) {
+  auto* kernel = prm.bld ? &SelectiveScanKernel<E, S, kVarB, kVarC, true>
+                         : &SelectiveScanKernel<E, S, kVarB, kVarC, false>;
   if (smem > 48 * 1024) {
     const cudaError_t err = cudaFuncSetAttribute(
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
@@ -696,26 +593,26 @@ cudaError_t LaunchTyped(const Params& prm, bool shfl, unsigned int blocks, size_
 }
 
 template <typename E, int S>
-cudaError_t LaunchFlags(const Params& prm, bool var_b, bool var_c, bool shfl, unsigned int blocks,
-                        size_t smem, cudaStream_t stream) {
+cudaError_t LaunchFlags(const Params& prm, bool var_b, bool var_c, unsigned int blocks, size_t smem,
+                        cudaStream_t stream) {
   if (var_b) {
-    return var_c ? LaunchTyped<E, S, true, true>(prm, shfl, blocks, smem, stream)
-                 : LaunchTyped<E, S, true, false>(prm, shfl, blocks, smem, stream);
+    return var_c ? LaunchTyped<E, S, true, true>(prm, blocks, smem, stream)
+                 : LaunchTyped<E, S, true, false>(prm, blocks, smem, stream);
   }
-  return var_c ? LaunchTyped<E, S, false, true>(prm, shfl, blocks, smem, stream)
-               : LaunchTyped<E, S, false, false>(prm, shfl, blocks, smem, stream);
+  return var_c ? LaunchTyped<E, S, false, true>(prm, blocks, smem, stream)
+               : LaunchTyped<E, S, false, false>(prm, blocks, smem, stream);
 }
 
 template <typename E>
-cudaError_t LaunchStates(const Params& prm, int S, bool var_b, bool var_c, bool shfl,
-                         unsigned int blocks, size_t smem, cudaStream_t stream) {
+cudaError_t LaunchStates(const Params& prm, int S, bool var_b, bool var_c, unsigned int blocks,
+                         size_t smem, cudaStream_t stream) {
   switch (S) {
     case 2:
-      return LaunchFlags<E, 2>(prm, var_b, var_c, shfl, blocks, smem, stream);
+      return LaunchFlags<E, 2>(prm, var_b, var_c, blocks, smem, stream);
     case 4:
-      return LaunchFlags<E, 4>(prm, var_b, var_c, shfl, blocks, smem, stream);
+      return LaunchFlags<E, 4>(prm, var_b, var_c, blocks, smem, stream);
     case 8:
-      return LaunchFlags<E, 8>(prm, var_b, var_c, shfl, blocks, smem, stream);
+      return LaunchFlags<E, 8>(prm, var_b, var_c, blocks, smem, stream);
     default:
       return cudaErrorInvalidValue;
   }
@@ -747,10 +644,6 @@ int StateThreads(int n, int states) { return (n + states - 1) / states; }
 
 int SelectiveScanStatesPerThread(const SelectiveScanOptions& options, const SeqShape& shape) {
   return tuning::StatesPerThread(options.state_dim, shape.rows());
-}
-
-bool SelectiveScanUsesShuffleSum(const SelectiveScanOptions& options, int states_per_thread) {
-  return tuning::ShuffleSum(StateThreads(options.state_dim, states_per_thread));
 }
 
 int SelectiveScanRowsPerBlock(const SelectiveScanOptions& options, int states_per_thread,
@@ -793,8 +686,7 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
     const int S = force->states_per_thread;
     const int R = force->rows_per_block;
     if ((S != 2 && S != 4 && S != 8) || R < tuning::kMinRows || R > tuning::kMaxRows ||
-        (R & (R - 1)) != 0 || R * StateThreads(N, S) > tuning::kMaxThreads ||
-        (force->sum == SelectiveScanSum::kShuffle && !tuning::ShuffleSum(StateThreads(N, S)))) {
+        (R & (R - 1)) != 0 || R * StateThreads(N, S) > tuning::kMaxThreads) {
       return {cudaErrorInvalidValue, "selective_scan: unsupported forced geometry"};
     }
   }
@@ -885,23 +777,20 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
     prm.has_bias = options.has_delta_bias;
     prm.has_h0 = options.has_h0;
     prm.last_state = options.return_last_state;
-    const bool shfl = force != nullptr && force->sum != SelectiveScanSum::kDispatch
-                          ? force->sum == SelectiveScanSum::kShuffle
-                          : tuning::ShuffleSum(prm.state_threads);
     const size_t smem = SharedBytes(grp.states, prm.state_threads, grp.rows, prm.tile,
-                                    options.variable_b, options.variable_c, shfl);
+                                    options.variable_b, options.variable_c);
     const auto nblocks = static_cast<unsigned int>(grp.blocks);
     const bool vb = options.variable_b;
     const bool vc = options.variable_c;
     switch (options.dtype) {
       case DType::kFloat32:
-        err = LaunchStates<F32>(prm, grp.states, vb, vc, shfl, nblocks, smem, stream);
+        err = LaunchStates<F32>(prm, grp.states, vb, vc, nblocks, smem, stream);
         break;
       case DType::kFloat16:
-        err = LaunchStates<F16>(prm, grp.states, vb, vc, shfl, nblocks, smem, stream);
+        err = LaunchStates<F16>(prm, grp.states, vb, vc, nblocks, smem, stream);
         break;
       case DType::kBFloat16:
-        err = LaunchStates<BF16>(prm, grp.states, vb, vc, shfl, nblocks, smem, stream);
+        err = LaunchStates<BF16>(prm, grp.states, vb, vc, nblocks, smem, stream);
         break;
       default:
         return {cudaErrorInvalidValue,

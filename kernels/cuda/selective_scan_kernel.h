@@ -7,9 +7,8 @@
 // allocates: the caller supplies SelectiveScanWorkspaceBytes() of pinned host memory and of device
 // memory for the per-request descriptors.
 //
-// Batch invariance: the only choices that change arithmetic (how many states one thread carries and
-// how the threads of a channel add their partial outputs, which fix the order of the sum over
-// states) are made from the request's own N and size. Rows
+// Batch invariance: the only choice that changes arithmetic (how many states one thread carries,
+// which fixes the order of the sum over states) is made from the request's own N and size. Rows
 // per block and tile length only change which block computes a row, never the operations applied
 // to it, so a request's outputs are bit-identical alone or in any batch.
 //
@@ -43,27 +42,15 @@ struct SelectiveScanRows {
   float* last_state = nullptr;
 };
 
-// How the ceil(N / states_per_thread) state-threads of a channel add their partial outputs.
-enum class SelectiveScanSum : int {
-  kDispatch = 0,  // the dispatch's choice: kShuffle where it applies, else kShared
-  kShared = 1,    // through shared memory, in a step of its own after each tile
-  kShuffle = 2,   // warp shuffles after every four steps; power-of-two state-threads only
-};
-
-// How a launch is laid out. states_per_thread and sum decide the arithmetic (the order of the sum
-// over states); rows_per_block is scheduling only.
+// How a launch is laid out. states_per_thread decides the arithmetic (the order of the sum over
+// states); rows_per_block is scheduling only.
 struct SelectiveScanGeometry {
   int states_per_thread = 4;  // 2, 4 or 8
   int rows_per_block = 32;    // power of two, 8 .. 128, with rows * ceil(N / states) <= 256
-  SelectiveScanSum sum = SelectiveScanSum::kDispatch;
 };
 
 // The states per thread the dispatch gives a request: from N and the request's own size only.
 int SelectiveScanStatesPerThread(const SelectiveScanOptions& options, const SeqShape& shape);
-
-// Whether the dispatch adds a channel's partial outputs with warp shuffles (kShuffle) for a
-// request given states_per_thread: from N alone.
-bool SelectiveScanUsesShuffleSum(const SelectiveScanOptions& options, int states_per_thread);
 
 // The rows per block the dispatch gives a group of requests that share states_per_thread: from N
 // and the number of blocks the group makes on the current device.

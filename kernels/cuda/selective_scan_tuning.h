@@ -20,14 +20,6 @@ constexpr int StatesPerThread(int n, int64_t rows) {
   return rows * ((n + 3) / 4) < kSmallRequestThreads ? 2 : 4;
 }
 
-// A channel's state-threads add their partial outputs with warp shuffles (adjacent lanes, a
-// butterfly over the channel's lanes after every four steps) when their count is a power of two:
-// no partial outputs in shared memory, no finalize step and one barrier per tile. Other counts
-// add them through shared memory. Depends on N and states per thread only.
-constexpr bool ShuffleSum(int state_threads) {
-  return state_threads > 0 && state_threads <= 32 && (state_threads & (state_threads - 1)) == 0;
-}
-
 // Time steps staged per tile: 8 per state-thread of a channel, at most kMaxTile, so that each
 // thread stages at most kUnitsPerThread four-step units of u, delta, z per tile.
 inline constexpr int kMaxTile = 32;

@@ -16,7 +16,6 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "cuda/selective_scan_kernel.h"
 #include "gtest/gtest.h"
 #include "reference/reference.h"
 #include "scanserve/ops.h"
@@ -428,97 +427,6 @@ TEST_F(SelectiveScanTest, BatchLargerThanPoolsRunsInPieces) {
   ASSERT_TRUE(RunBatch(*ctx_, o, problems).ok());
   for (size_t i = 0; i < cases.size(); ++i) {
     EXPECT_TRUE(cases[i].y.BitEqual(pieced[i])) << "problem " << i;
-  }
-}
-
-// Device copies of one case's tensors, run through LaunchSelectiveScan with a forced geometry; the
-// outputs are copied back into the case.
-void RunForced(Case& c, const SelectiveScanGeometry& geo, cudaStream_t stream) {
-  std::vector<void*> owned;
-  bool ok = true;
-  auto up = [&](const HostTensor& t) -> void* {
-    void* d = nullptr;
-    ok = ok && cudaMalloc(&d, t.bytes()) == cudaSuccess &&
-         cudaMemcpy(d, t.data(), t.bytes(), cudaMemcpyHostToDevice) == cudaSuccess;
-    owned.push_back(d);
-    return d;
-  };
-  const SelectiveScanOptions& o = c.o;
-  SelectiveScanRows rows;
-  rows.shape = c.s;
-  rows.u = up(c.u);
-  rows.delta = up(c.delta);
-  rows.A = static_cast<const float*>(up(c.A));
-  rows.B = up(c.B);
-  rows.C = up(c.C);
-  rows.d_skip = o.has_d_skip ? static_cast<const float*>(up(c.d_skip)) : nullptr;
-  rows.z = o.has_z ? up(c.z) : nullptr;
-  rows.delta_bias = o.has_delta_bias ? static_cast<const float*>(up(c.bias)) : nullptr;
-  rows.h0 = o.has_h0 ? static_cast<const float*>(up(c.h0)) : nullptr;
-  rows.y = up(c.y);
-  rows.last_state = o.return_last_state ? static_cast<float*>(up(c.last)) : nullptr;
-  void* host_ws = nullptr;
-  void* dev_ws = nullptr;
-  const size_t ws = SelectiveScanWorkspaceBytes(1);
-  ok = ok && cudaMallocHost(&host_ws, ws) == cudaSuccess && cudaMalloc(&dev_ws, ws) == cudaSuccess;
-  if (ok) {
-    const SelectiveScanLaunchResult res = LaunchSelectiveScan(
-        o, std::span<const SelectiveScanRows>(&rows, 1), host_ws, dev_ws, stream, true, &geo);
-    EXPECT_EQ(res.cuda_error, 0) << res.what;
-    ok = res.cuda_error == 0 && cudaStreamSynchronize(stream) == cudaSuccess &&
-         cudaMemcpy(c.y.data(), rows.y, c.y.bytes(), cudaMemcpyDeviceToHost) == cudaSuccess &&
-         (!o.return_last_state || cudaMemcpy(c.last.data(), rows.last_state, c.last.bytes(),
-                                             cudaMemcpyDeviceToHost) == cudaSuccess);
-  }
-  EXPECT_TRUE(ok) << "CUDA allocation, copy or launch failed";
-  for (void* d : owned) cudaFree(d);
-  cudaFreeHost(host_ws);
-  cudaFree(dev_ws);
-}
-
-// Both ways of adding a channel's partial outputs (shared memory and warp shuffles), for every
-// states-per-thread and a small and a large block, whatever the dispatch would pick: N from 1 to
-// 256 (one to 32 state-threads), channels that leave a block partly empty, odd lengths.
-TEST_F(SelectiveScanTest, EveryPartialSumAndGeometryMatchesReference) {
-  for (int n : {1, 3, 4, 16, 64, 256}) {
-    for (Layout layout : {Layout::kBDL, Layout::kBLD}) {
-      for (DType dtype : {DType::kFloat32, DType::kBFloat16}) {
-        SCANSERVE_TRACE_SEED(rng_);
-        SelectiveScanOptions o = AllOn(dtype, layout, n);
-        o.groups = 2;
-        o.has_h0 = rng_.Int(0, 1) == 1;
-        const SeqShape s{2, 10, rng_.Int(0, 1) == 1 ? 64 : 2 * rng_.Int(10, 60) + 1};
-        const Case base = MakeCase(o, s, rng_);
-        for (const SelectiveScanSum sum : {SelectiveScanSum::kShared, SelectiveScanSum::kShuffle}) {
-          for (int states : {2, 4, 8}) {
-            const int threads = (n + states - 1) / states;
-            if (sum == SelectiveScanSum::kShuffle && (threads & (threads - 1)) != 0) continue;
-            for (int rows : {8, 32}) {
-              if (rows * threads > 256) continue;
-              SCOPED_TRACE("states " + std::to_string(states) + " rows " + std::to_string(rows) +
-                           (sum == SelectiveScanSum::kShuffle ? " shuffle" : " shared"));
-              Case c;
-              c.o = o;
-              c.s = s;
-              c.u = Copy(base.u);
-              c.delta = Copy(base.delta);
-              c.z = Copy(base.z);
-              c.B = Copy(base.B);
-              c.C = Copy(base.C);
-              c.A = Copy(base.A);
-              c.d_skip = Copy(base.d_skip);
-              c.bias = Copy(base.bias);
-              c.h0 = Copy(base.h0);
-              c.y = Copy(base.y);
-              c.last = Copy(base.last);
-              c.Poison();
-              RunForced(c, SelectiveScanGeometry{states, rows, sum}, ctx_->stream());
-              ExpectMatchesReference(c);
-            }
-          }
-        }
-      }
-    }
   }
 }
 

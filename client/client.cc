@@ -297,13 +297,27 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ClientOptions& opti
   return std::unique_ptr<Client>(new Client(options, std::move(channel)));
 }
 
+struct Client::Pending {
+  absl::Mutex mu;
+  int64_t calls ABSL_GUARDED_BY(mu) = 0;
+};
+
 Client::Client(ClientOptions options, std::shared_ptr<grpc::Channel> channel)
     : options_(std::move(options)),
+      pending_(std::make_shared<Pending>()),
       channel_(std::move(channel)),
       stub_(v1::ScanService::NewStub(channel_)),
       generic_stub_(std::make_unique<grpc::GenericStub>(channel_)) {}
 
-Client::~Client() = default;
+// A completion's user callback may be the last thing its caller waits for; the completion then
+// still releases the call's context and request on a gRPC thread. Tearing the channel down (and,
+// in a command-line tool, the process) under it crashed `scanctl bench` at exit once in CI, so the
+// Client waits for that tail.
+Client::~Client() {
+  absl::MutexLock lock(&pending_->mu);
+  pending_->mu.Await(absl::Condition(
+      +[](int64_t* calls) { return *calls == 0; }, &pending_->calls));
+}
 
 void Client::Prepare(grpc::ClientContext& context, const CallOptions& call) const {
   const absl::Duration timeout = call.timeout.value_or(options_.default_timeout);
@@ -389,14 +403,23 @@ void Client::StartUnary(Method method, std::shared_ptr<const Request> request,
   state->request = std::move(request);
   state->done = std::move(done);
   Prepare(state->context, call);
-  method(&state->context, state->request.get(), &state->response, [state](grpc::Status status) {
-    std::unique_ptr<Call> owned(state);
-    if (status.ok()) {
-      std::move(owned->done)(std::move(owned->response));
-    } else {
-      std::move(owned->done)(FromGrpcStatus(status));
-    }
-  });
+  {
+    absl::MutexLock lock(&pending_->mu);
+    ++pending_->calls;
+  }
+  method(&state->context, state->request.get(), &state->response,
+         [state, pending = pending_](grpc::Status status) {
+           {
+             std::unique_ptr<Call> owned(state);
+             if (status.ok()) {
+               std::move(owned->done)(std::move(owned->response));
+             } else {
+               std::move(owned->done)(FromGrpcStatus(status));
+             }
+           }
+           absl::MutexLock lock(&pending->mu);
+           --pending->calls;
+         });
 }
 
 #define SCANSERVE_ASYNC_CALL(Method, Request, Response)                                            \

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -80,6 +81,10 @@ class LoadRun {
         config_.on_progress(progress);
       }
     }
+
+    // Every caller has stopped, but the last completions may still be on their way out of OnDone
+    // (releasing mu_); this object must outlive them.
+    while (callbacks_running_.load() != 0) std::this_thread::yield();
 
     BenchResult result;
     absl::MutexLock lock(&mu_);
@@ -177,6 +182,14 @@ class LoadRun {
 
   void OnDone(int index, SteadyClock::time_point start, const BenchRequest& request,
               const absl::Status& status, int64_t response_bytes) {
+    callbacks_running_.fetch_add(1);
+    Complete(index, start, request, status, response_bytes);
+    // The last touch of this object: Run() returns once the count is back at zero.
+    callbacks_running_.fetch_sub(1);
+  }
+
+  void Complete(int index, SteadyClock::time_point start, const BenchRequest& request,
+                const absl::Status& status, int64_t response_bytes) {
     const SteadyClock::time_point end = SteadyClock::now();
     in_flight_.fetch_sub(1);
     const int64_t order = completed_.fetch_add(1);
@@ -225,6 +238,7 @@ class LoadRun {
   std::atomic<int64_t> measured_completed_{0};
   std::atomic<int64_t> measured_errors_{0};
   std::atomic<int64_t> in_flight_{0};
+  std::atomic<int> callbacks_running_{0};
 
   absl::Mutex mu_;
   int active_ ABSL_GUARDED_BY(mu_) = 0;  // callers still sending

@@ -229,6 +229,39 @@ TEST_F(ClientTest, FuturesAndCallbacksCompleteEveryCall) {
   EXPECT_EQ(info.get_future().get().value().backend(), "none");
 }
 
+// A caller may destroy the Client as soon as its last callback ran: by the time the destructor
+// returns, the client has released everything its calls held (here, the shared requests).
+TEST_F(ClientTest, DestroyedRightAfterTheLastCallbackItHoldsNothingOfItsCalls) {
+  constexpr int kRounds = 20;
+  constexpr int kCalls = 64;
+  for (int round = 0; round < kRounds; ++round) {
+    std::unique_ptr<Client> client = NewClient(Options());
+    std::atomic<int> released{0};
+    absl::Mutex mu;
+    int completed = 0;
+    for (int i = 0; i < kCalls; ++i) {
+      std::shared_ptr<const v1::EchoRequest> request(new v1::EchoRequest(EchoOf(std::to_string(i))),
+                                                     [&released](const v1::EchoRequest* r) {
+                                                       delete r;
+                                                       released.fetch_add(1);
+                                                     });
+      client->EchoAsync(std::move(request), [&](absl::StatusOr<v1::EchoResponse> r) {
+        EXPECT_TRUE(r.ok()) << r.status();
+        absl::MutexLock lock(&mu);
+        ++completed;
+      });
+    }
+    {
+      absl::MutexLock lock(&mu);
+      ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(
+                                          +[](int* n) { return *n == kCalls; }, &completed),
+                                      absl::Seconds(60)));
+    }
+    client.reset();
+    ASSERT_EQ(released.load(), kCalls) << "round " << round;
+  }
+}
+
 TEST_F(ClientTest, DeadlinesComeFromTheCallOrTheDefault) {
   ClientOptions options = Options();
   options.default_timeout = absl::Milliseconds(100);

@@ -31,7 +31,10 @@
 //
 // Thread-safety: a Client is immutable after Create and safe to use from any number of threads at
 // once; share one per process and target (each Client owns one gRPC channel). A Stream is safe for
-// concurrent Send calls. The Client must outlive its Streams and every call in flight.
+// concurrent Send calls. The Client must outlive its Streams and every call in flight. Its
+// destructor waits until each async call's completion has fully returned (callback run, call state
+// released), so it may follow the last callback at once; never destroy a Client from inside one of
+// its own callbacks.
 #ifndef SCANSERVE_CLIENT_H_
 #define SCANSERVE_CLIENT_H_
 
@@ -249,7 +252,11 @@ class Client {
                   const CallOptions& call) const;
 
   friend class Stream;
+  // Async calls whose completion has not fully returned; shared with each call's completion so
+  // that the count outlives the Client while the last completion finishes.
+  struct Pending;
   ClientOptions options_;
+  std::shared_ptr<Pending> pending_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ScanService::Stub> stub_;
   std::unique_ptr<grpc::GenericStub> generic_stub_;  // grpc.health.v1 without its generated code

@@ -51,6 +51,35 @@ double MaxRelativeGap(const HostTensor& cuda, const HostTensor& cpu) {
   return gap;
 }
 
+// Copies of a request's outputs, poisoning the originals for the next run.
+template <typename Data>
+std::vector<HostTensor> TakeOutputs(Data& d) {
+  std::vector<HostTensor> copies;
+  for (HostTensor* t : d.Outputs()) {
+    HostTensor copy(t->dtype(), t->count());
+    std::memcpy(copy.data(), t->data(), t->bytes());
+    copies.push_back(std::move(copy));
+    t->Poison();
+  }
+  return copies;
+}
+
+// Runs each request alone on `backend` and expects the bits `batched[k]` it gave in a batch.
+template <typename Data>
+void ExpectSameBitsAlone(Backend& backend, std::vector<Data>& requests,
+                         const std::vector<std::vector<HostTensor>>& batched) {
+  for (size_t k = 0; k < requests.size(); ++k) {
+    const absl::Status status = RunBatch(backend, {&requests[k]});
+    ASSERT_TRUE(status.ok()) << status;
+    const std::vector<HostTensor*> alone = requests[k].Outputs();
+    for (size_t t = 0; t < alone.size(); ++t) {
+      EXPECT_EQ(std::memcmp(alone[t]->data(), batched[k][t].data(), batched[k][t].bytes()), 0)
+          << "request " << k << " output " << t
+          << " differs between the batch and the request alone";
+    }
+  }
+}
+
 class CudaAgreesWithCpu : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -71,16 +100,7 @@ class CudaAgreesWithCpu : public ::testing::Test {
     const absl::Status cpu_status = RunBatch(*cpu_, batch);
     ASSERT_TRUE(cpu_status.ok()) << cpu_status;
     std::vector<std::vector<HostTensor>> cpu_out;
-    for (Data& d : requests) {
-      std::vector<HostTensor> copies;
-      for (HostTensor* t : d.Outputs()) {
-        HostTensor copy(t->dtype(), t->count());
-        std::memcpy(copy.data(), t->data(), t->bytes());
-        copies.push_back(std::move(copy));
-        t->Poison();
-      }
-      cpu_out.push_back(std::move(copies));
-    }
+    for (Data& d : requests) cpu_out.push_back(TakeOutputs(d));
     absl::Status status = RunBatch(*cuda_, batch);
     ASSERT_TRUE(status.ok()) << status;
     for (size_t k = 0; k < requests.size(); ++k) {
@@ -279,19 +299,6 @@ TEST_F(CudaAgreesWithCpu, OddLengthRowsEveryPath) {
   }
 }
 
-// Copies of a request's outputs, poisoning the originals for the next run.
-template <typename Data>
-std::vector<HostTensor> TakeOutputs(Data& d) {
-  std::vector<HostTensor> copies;
-  for (HostTensor* t : d.Outputs()) {
-    HostTensor copy(t->dtype(), t->count());
-    std::memcpy(copy.data(), t->data(), t->bytes());
-    copies.push_back(std::move(copy));
-    t->Poison();
-  }
-  return copies;
-}
-
 // A request of many long rows walks them (one block per row fills the GPU); a lone row of the same
 // length chains its tiles through the look-back. The path is chosen from the request's own shape,
 // so each keeps its bits in a batch with the other; both agree with the CPU backend and float64.
@@ -321,15 +328,7 @@ TEST_F(CudaAgreesWithCpu, WideRequestsWalkLongRowsLoneRowsLookBackEachWithItsOwn
   auto same_bits_alone = [&](auto& requests) {
     std::vector<std::vector<HostTensor>> batched;
     for (auto& d : requests) batched.push_back(TakeOutputs(d));
-    for (size_t k = 0; k < requests.size(); ++k) {
-      const absl::Status status = RunBatch(*cuda_, {&requests[k]});
-      ASSERT_TRUE(status.ok()) << status;
-      const std::vector<HostTensor*> alone = requests[k].Outputs();
-      for (size_t t = 0; t < alone.size(); ++t) {
-        EXPECT_EQ(std::memcmp(alone[t]->data(), batched[k][t].data(), batched[k][t].bytes()), 0)
-            << "request " << k << " output " << t << " differs between the batch and alone";
-      }
-    }
+    ExpectSameBitsAlone(*cuda_, requests, batched);
   };
   Compare(linear, 1e-4);
   ExpectMatchesReference(linear);
@@ -574,22 +573,9 @@ TEST_F(CudaBackendPools, BatchLargerThanPoolsRunsInPiecesWithTheBitsOfEachAlone)
   absl::Status status = RunBatch(*backend_, ptrs);
   ASSERT_TRUE(status.ok()) << status;
   ExpectMatchesReference(batch);
-  for (LinearScanData& d : batch) {
-    std::vector<HostTensor> batched;
-    for (HostTensor* t : d.Outputs()) {
-      HostTensor copy(t->dtype(), t->count());
-      std::memcpy(copy.data(), t->data(), t->bytes());
-      batched.push_back(std::move(copy));
-      t->Poison();
-    }
-    status = RunBatch(*backend_, {&d});
-    ASSERT_TRUE(status.ok()) << status;
-    const std::vector<HostTensor*> alone = d.Outputs();
-    for (size_t t = 0; t < alone.size(); ++t) {
-      EXPECT_EQ(std::memcmp(alone[t]->data(), batched[t].data(), batched[t].bytes()), 0)
-          << "output " << t << " differs between the batch and the request alone";
-    }
-  }
+  std::vector<std::vector<HostTensor>> batched;
+  for (LinearScanData& d : batch) batched.push_back(TakeOutputs(d));
+  ExpectSameBitsAlone(*backend_, batch, batched);
 }
 
 TEST_F(CudaBackendPools, RequestLargerThanPoolIsResourceExhaustedAndServingGoesOn) {

@@ -1,7 +1,7 @@
 // Dispatch layer of the row-scan kernels: turns row groups into per-group descriptors the kernels
 // read, choosing each group's unit size and tiling from its own row length and row count alone
-// (a group is one request's tensor). Plain C++ shared by
-// the host halves of the .cu files; pure functions, thread-safe.
+// (a group is one request's tensor). Plain C++ shared by the host halves of the .cu files; pure
+// functions, thread-safe.
 #ifndef SCANSERVE_KERNELS_CUDA_ROW_SCAN_PLAN_H_
 #define SCANSERVE_KERNELS_CUDA_ROW_SCAN_PLAN_H_
 

@@ -80,6 +80,36 @@ void ExpectSameBitsAlone(Backend& backend, std::vector<Data>& requests,
   }
 }
 
+// One linear_scan launch of the kernel layer on device tensors `r`: sizes, descriptors and temp
+// storage as a backend makes them, then a synchronous wait. Empty on success, else what failed.
+std::string LaunchLinearScanAlone(const LinearScanOptions& o, const cuda::LinearScanRows& r) {
+  const std::span<const cuda::LinearScanRows> span(&r, 1);
+  const cuda::LaunchSizes sizes = cuda::LinearScanSizes(o, span);
+  std::vector<char> host_desc(sizes.descriptor_bytes);
+  void* desc = nullptr;
+  void* temp = nullptr;
+  std::string error;
+  if (cudaMalloc(&desc, sizes.descriptor_bytes + 16) != cudaSuccess ||
+      (sizes.temp_bytes > 0 && cudaMalloc(&temp, sizes.temp_bytes) != cudaSuccess)) {
+    error = "cudaMalloc of descriptors or temp storage";
+  } else {
+    cuda::LinearScanDescribe(o, span, temp, host_desc.data());
+    if (cudaMemcpy(desc, host_desc.data(), sizes.descriptor_bytes, cudaMemcpyHostToDevice) !=
+        cudaSuccess) {
+      error = "cudaMemcpy of descriptors";
+    } else if (const int launch = cuda::LinearScanLaunch(o, span, desc, temp, nullptr);
+               launch != 0) {
+      error =
+          "LinearScanLaunch: " + std::string(cudaGetErrorString(static_cast<cudaError_t>(launch)));
+    } else if (const cudaError_t sync = cudaDeviceSynchronize(); sync != cudaSuccess) {
+      error = "cudaDeviceSynchronize: " + std::string(cudaGetErrorString(sync));
+    }
+  }
+  cudaFree(desc);
+  if (temp != nullptr) cudaFree(temp);
+  return error;
+}
+
 class CudaAgreesWithCpu : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -202,25 +232,10 @@ TEST(CudaLinearScanKernel, MatchesRecurrenceOnDeviceBuffers) {
       r.h0 = has_h0 ? dh0 : nullptr;
       r.y = dy;
       r.final_state = dfin;
-      const std::span<const cuda::LinearScanRows> span(&r, 1);
-      const cuda::LaunchSizes sizes = cuda::LinearScanSizes(o, span);
-      std::vector<char> host_desc(sizes.descriptor_bytes);
-      void* desc = nullptr;
-      void* temp = nullptr;
-      ASSERT_EQ(cudaMalloc(&desc, sizes.descriptor_bytes + 16), cudaSuccess);
-      if (sizes.temp_bytes > 0) {
-        ASSERT_EQ(cudaMalloc(&temp, sizes.temp_bytes), cudaSuccess);
-      }
-      cuda::LinearScanDescribe(o, span, temp, host_desc.data());
-      ASSERT_EQ(cudaMemcpy(desc, host_desc.data(), sizes.descriptor_bytes, cudaMemcpyHostToDevice),
-                cudaSuccess);
-      ASSERT_EQ(cuda::LinearScanLaunch(o, span, desc, temp, nullptr), 0);
-      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      ASSERT_EQ(LaunchLinearScanAlone(o, r), "");
       ASSERT_EQ(cudaMemcpy(y.data(), dy, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
       ASSERT_EQ(cudaMemcpy(fin.data(), dfin, rows * 4, cudaMemcpyDeviceToHost), cudaSuccess);
       cudaFree(d);
-      cudaFree(desc);
-      if (temp != nullptr) cudaFree(temp);
       int64_t bad = 0;
       std::string first;
       for (int64_t rr = 0; rr < rows; ++rr) {
@@ -360,8 +375,6 @@ OffsetRun RunLinearAtOffset(DType dtype, size_t es, SeqShape shape, bool reverse
   void* da = nullptr;
   void* dx = nullptr;
   void* dy = nullptr;
-  void* desc = nullptr;
-  void* temp = nullptr;
   const size_t y_bytes = lead + bytes + 2 * kGuard * es;
   EXPECT_EQ(cudaMalloc(&da, lead + bytes), cudaSuccess);
   EXPECT_EQ(cudaMalloc(&dx, lead + bytes), cudaSuccess);
@@ -378,25 +391,12 @@ OffsetRun RunLinearAtOffset(DType dtype, size_t es, SeqShape shape, bool reverse
   r.a = pa;
   r.x = px;
   r.y = py;
-  const std::span<const cuda::LinearScanRows> span(&r, 1);
-  const cuda::LaunchSizes sizes = cuda::LinearScanSizes(o, span);
-  std::vector<char> host_desc(sizes.descriptor_bytes);
-  EXPECT_EQ(cudaMalloc(&desc, sizes.descriptor_bytes + 16), cudaSuccess);
-  if (sizes.temp_bytes > 0) {
-    EXPECT_EQ(cudaMalloc(&temp, sizes.temp_bytes), cudaSuccess);
-  }
-  cuda::LinearScanDescribe(o, span, temp, host_desc.data());
-  EXPECT_EQ(cudaMemcpy(desc, host_desc.data(), sizes.descriptor_bytes, cudaMemcpyHostToDevice),
-            cudaSuccess);
-  EXPECT_EQ(cuda::LinearScanLaunch(o, span, desc, temp, nullptr), 0);
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  EXPECT_EQ(LaunchLinearScanAlone(o, r), "");
   std::vector<unsigned char> all(y_bytes);
   EXPECT_EQ(cudaMemcpy(all.data(), dy, y_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
   cudaFree(da);
   cudaFree(dx);
   cudaFree(dy);
-  cudaFree(desc);
-  if (temp != nullptr) cudaFree(temp);
   const size_t y0 = kGuard * es + lead;
   run.y.assign(all.begin() + y0, all.begin() + y0 + bytes);
   run.guards_intact =

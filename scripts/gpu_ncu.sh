@@ -8,6 +8,7 @@
 #                 (cuda_scan_bench, cuda_selective_scan_bench)
 #   KERNEL_REGEX  which kernels ncu profiles, e.g. 'LinearScanKernel|AssociativeScanKernel'
 #   CASE          a substring of a benchmark case name, e.g. 'linear bf16 (8,1536,65536)'
+# NCU_SOURCE=1 also writes sass-I.csv per case: the SASS with executed instructions and stall samples.
 # Writes $OUT/ncu.tar.gz (or /tmp/gpu_out/ncu.tar.gz) and prints each report's summary lines.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -31,6 +32,13 @@ for c in "$@"; do
     --section InstructionStats \
     ".bundle/bin/$bench" --only "$c" --runs 5 >>"$report" 2>&1
   echo "rc=$?" >>"$report"
+  # Per-instruction counts and stall samples of the SASS, for finding where a kernel's issue slots go.
+  if [[ ${NCU_SOURCE:-0} == 1 ]]; then
+    timeout 240 ncu --clock-control none -k "regex:$kernels" --launch-skip 3 --launch-count 1 \
+      --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
+      ".bundle/bin/$bench" --only "$c" --runs 5 >"$work/sass-$i.csv" 2>&1
+    echo "sass rc=$? lines=$(wc -l <"$work/sass-$i.csv")" >>"$report"
+  fi
   grep -E "Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy|Executed Ipc A|Warp Cycles Per Issued|Stall|rc=" \
     "$report" | head -40
 done

@@ -98,6 +98,17 @@ __device__ __forceinline__ float Softplus(float v) {
   return v > 20.f ? v : r;
 }
 
+// The same function for 16-bit inputs, whose outputs keep 8 or 11 bits: log1p(e) as lg2(1 + e) *
+// ln2 (absolute error about 1e-7), seven instructions fewer than the polynomial for one more MUFU
+// op.
+__device__ __forceinline__ float SoftplusCoarse(float v) {
+  const float e = Ex2(-fabsf(v) * kLog2e);
+  float l;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(l) : "f"(1.f + e));
+  const float r = fmaf(l, 0.6931471805599453f, fmaxf(v, 0.f));
+  return v > 20.f ? v : r;
+}
+
 // z * sigmoid(z); for very negative z the denominator overflows to inf and the gate goes to 0.
 __device__ __forceinline__ float SiluGate(float z) { return __fdividef(z, 1.f + Ex2(-z * kLog2e)); }
 
@@ -107,6 +118,7 @@ __device__ __forceinline__ float SiluGate(float z) { return __fdividef(z, 1.f + 
 
 struct F32 {
   using Raw = float;
+  static constexpr bool kCoarseSoftplus = false;
   struct Quad {
     float v[4];
   };
@@ -147,6 +159,7 @@ struct F32 {
 template <typename Conv>
 struct Bits16 {
   using Raw = unsigned short;
+  static constexpr bool kCoarseSoftplus = true;
   struct Quad {
     unsigned int w[2];
   };
@@ -406,7 +419,7 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
         const bool valid = kFull || t0 + u_step[j] + i < L;
         const float uf = valid ? E::Get(raw_u[j], i) : 0.f;
         float v = (valid ? E::Get(raw_delta[j], i) : 0.f) + u_bias[j];
-        if (prm.softplus) v = Softplus(v);
+        if (prm.softplus) v = E::kCoarseSoftplus ? SoftplusCoarse(v) : Softplus(v);
         dtq[i] = valid ? v : 0.f;
         dtuq[i] = dtq[i] * uf;
         skip[i] = u_dskip[j] * uf;

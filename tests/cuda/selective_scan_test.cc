@@ -295,6 +295,21 @@ TEST_F(SelectiveScanTest, ShortAndAlignedLengths) {
   }
 }
 
+TEST_F(SelectiveScanTest, AlignedRowsWithEveryMambaOption) {
+  // BDL rows whose length is a multiple of four, with variable B and C, z, softplus and D_skip on,
+  // run the kernel specialized for that configuration: whole tiles, a partial last tile, and an N
+  // whose B and C tile the prefetch does not cover.
+  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    for (int n : {16, 64}) {
+      for (int64_t length : {160, 228, 1024}) {
+        SelectiveScanOptions o = AllOn(dtype, Layout::kBDL, n);
+        o.has_h0 = length != 228;
+        CheckOne(o, SeqShape{2, 40, length});
+      }
+    }
+  }
+}
+
 TEST_F(SelectiveScanTest, LongRows) {
   for (Layout layout : {Layout::kBDL, Layout::kBLD}) {
     CheckOne(AllOn(DType::kFloat32, layout, 16), SeqShape{1, 6, 6001});

@@ -240,12 +240,14 @@ __device__ __forceinline__ void LoadStates(const float* p, float (&v)[S]) {
   }
 }
 
-// kFast: the configuration Mamba layers run (BDL rows aligned for four-step vectors, variable B and
-// C, z, softplus and D_skip all on, tiles of kMaxTile steps, B and C offsets within 32 bits). Those
-// facts become compile-time constants, so that full tiles carry neither the scalar load path nor
-// the option branches; the arithmetic is the same as the general kernel's, step for step.
-template <typename E, int S, bool kVarB, bool kVarC, bool kBld, bool kFast>
+// kFastP > 0: the configuration Mamba layers run (BDL rows aligned for four-step vectors, variable
+// B and C, z, softplus and D_skip all on, tiles of kMaxTile steps, B and C offsets within 32 bits,
+// kFastP state threads per channel). Those facts become compile-time constants, so that full tiles
+// carry neither the scalar load path, nor the option branches, nor a loop over the partial sums;
+// the arithmetic is the same as the general kernel's (kFastP = 0), step for step.
+template <typename E, int S, bool kVarB, bool kVarC, bool kBld, int kFastP>
 __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Params prm) {
+  constexpr bool kFast = kFastP != 0;
   using Raw = typename E::Raw;
   using Quad = typename E::Quad;
   using One = typename E::One;
@@ -270,7 +272,7 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   const long long L = ds.length;
   const int N = prm.n;
   const int G = prm.groups;
-  const int P = prm.state_threads;
+  const int P = kFast ? kFastP : prm.state_threads;
   const int R = prm.rows;
   const int T = kFast ? tuning::kMaxTile : prm.tile;
   const bool has_z = kFast || prm.has_z;
@@ -614,10 +616,13 @@ size_t SharedBytes(int S, int P, int R, int T, bool var_b, bool var_c) {
 
 template <typename E, int S, bool kVarB, bool kVarC>
 cudaError_t LaunchTyped(const Params& prm, unsigned int blocks, size_t smem, cudaStream_t stream) {
-  auto* kernel = prm.bld ? &SelectiveScanKernel<E, S, kVarB, kVarC, true, false>
-                         : &SelectiveScanKernel<E, S, kVarB, kVarC, false, false>;
-  if constexpr (kVarB && kVarC) {
-    if (prm.fast) kernel = &SelectiveScanKernel<E, S, true, true, false, true>;
+  auto* kernel = prm.bld ? &SelectiveScanKernel<E, S, kVarB, kVarC, true, 0>
+                         : &SelectiveScanKernel<E, S, kVarB, kVarC, false, 0>;
+  if constexpr (kVarB && kVarC && S != 8) {
+    if (prm.fast) {
+      kernel = prm.state_threads == 4 ? &SelectiveScanKernel<E, S, true, true, false, 4>
+                                      : &SelectiveScanKernel<E, S, true, true, false, 8>;
+    }
   }
   if (smem > 48 * 1024) {
     const cudaError_t err = cudaFuncSetAttribute(
@@ -742,9 +747,11 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
   // Whether a request runs the kFast kernel: its own alignment and shape and the options decide,
   // never its batch mates, so that batching keeps its bits.
   auto fast = [&](const SelectiveScanRows& p, int S) {
+    const int P = StateThreads(N, S);
     return options.variable_b && options.variable_c && options.has_z && options.delta_softplus &&
-           options.has_d_skip && tuning::TileLength(StateThreads(N, S)) == tuning::kMaxTile &&
-           vec_ok(p) && static_cast<long long>(N) * p.shape.length < INT_MAX - tuning::kMaxTile;
+           options.has_d_skip && S != 8 && (P == 4 || P == 8) &&
+           tuning::TileLength(P) == tuning::kMaxTile && vec_ok(p) &&
+           static_cast<long long>(N) * p.shape.length < INT_MAX - tuning::kMaxTile;
   };
 
   // One launch per (states per thread, fast) group; descriptors of all groups go up in one copy.

@@ -300,13 +300,17 @@ TEST_F(SelectiveScanTest, AlignedRowsWithEveryMambaOption) {
   // run the kernel specialized for that configuration: whole tiles, a partial last tile, and an N
   // whose B and C tile the prefetch does not cover.
   for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
-    for (int n : {16, 64}) {
+    for (int n : {8, 16, 64}) {
       for (int64_t length : {160, 228, 1024}) {
         SelectiveScanOptions o = AllOn(dtype, Layout::kBDL, n);
         o.has_h0 = length != 228;
         CheckOne(o, SeqShape{2, 40, length});
       }
     }
+    // Requests of many rows take four states per thread (requests this small take two): four and
+    // eight state threads per channel.
+    CheckOne(AllOn(dtype, Layout::kBDL, 16), SeqShape{1, 8192, 68});
+    CheckOne(AllOn(dtype, Layout::kBDL, 32), SeqShape{2, 2048, 36});
   }
 }
 

@@ -681,6 +681,45 @@ bool Aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p
 
 int StateThreads(int n, int states) { return (n + states - 1) / states; }
 
+// When a launch fits the GPU in one wave, its time is that of the multiprocessors with the most
+// channels. Powers of two can leave that badly uneven (5120 channels in blocks of 16: 3 blocks on
+// some multiprocessors, 2 on others, 48 channels at most); a multiple of four near `rows` that
+// lowers the most channels per multiprocessor, still in one wave and with the B and C tile still
+// prefetched, takes its place (there: 20 rows, 2 blocks everywhere, 40 channels at most). Rows per
+// block only schedule channels: results do not depend on them.
+int BalanceRows(const SelectiveScanOptions& options, int S, int P, int T, int rows,
+                std::span<const SelectiveScanRows> group) {
+  const int sms = MultiprocessorCount();
+  const bool var_bc = options.variable_b || options.variable_c;
+  auto resident = [&](int r) {  // blocks of r rows that fit one multiprocessor at once
+    const int warps = (r * P + 31) / 32;
+    const int by_regs = 65536 / (warps * 32 * tuning::kMaxRegisters);
+    const size_t smem = SharedBytes(S, P, r, T, options.variable_b, options.variable_c) + 1024;
+    const int by_smem = static_cast<int>((228 * 1024) / smem);
+    return std::min(by_regs, by_smem);
+  };
+  auto most_channels = [&](int r) -> long long {  // per multiprocessor; -1: not one wave
+    long long blocks = 0;
+    for (const SelectiveScanRows& p : group) blocks += BlocksOf(p.shape, options.groups, r);
+    const int per_sm = resident(r);
+    if (per_sm < 1 || blocks > static_cast<long long>(per_sm) * sms) return -1;
+    return (blocks + sms - 1) / sms * r;
+  };
+  long long best = most_channels(rows);
+  if (best < 0 || (var_bc && rows * P * tuning::kBcPerThread < T * options.state_dim)) return rows;
+  int chosen = rows;
+  for (int r = std::max(tuning::kMinRows, rows / 2); r <= 2 * rows; r += 4) {
+    if (r * P > tuning::kMaxThreads || r > tuning::kMaxRows) break;
+    if (var_bc && r * P * tuning::kBcPerThread < T * options.state_dim) continue;
+    const long long c = most_channels(r);
+    if (c >= 0 && c < best) {
+      best = c;
+      chosen = r;
+    }
+  }
+  return chosen;
+}
+
 }  // namespace
 
 int SelectiveScanStatesPerThread(const SelectiveScanOptions& options, const SeqShape& shape) {
@@ -707,7 +746,7 @@ int SelectiveScanRowsPerBlock(const SelectiveScanOptions& options, int states_pe
     if (blocks >= want) break;
     rows /= 2;
   }
-  return rows;
+  return BalanceRows(options, states_per_thread, P, T, rows, group);
 }
 
 size_t SelectiveScanWorkspaceBytes(size_t num_problems) {
@@ -727,7 +766,7 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
     const int S = force->states_per_thread;
     const int R = force->rows_per_block;
     if ((S != 2 && S != 4 && S != 8) || R < tuning::kMinRows || R > tuning::kMaxRows ||
-        (R & (R - 1)) != 0 || R * StateThreads(N, S) > tuning::kMaxThreads) {
+        R % 4 != 0 || R * StateThreads(N, S) > tuning::kMaxThreads) {
       return {cudaErrorInvalidValue, "selective_scan: unsupported forced geometry"};
     }
   }

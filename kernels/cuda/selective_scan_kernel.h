@@ -46,7 +46,7 @@ struct SelectiveScanRows {
 // states); rows_per_block is scheduling only.
 struct SelectiveScanGeometry {
   int states_per_thread = 4;  // 2, 4 or 8
-  int rows_per_block = 32;    // power of two, 8 .. 128, with rows * ceil(N / states) <= 256
+  int rows_per_block = 32;    // multiple of four, 8 .. 128, with rows * ceil(N / states) <= 256
 };
 
 // The states per thread the dispatch gives a request: from N and the request's own size only.

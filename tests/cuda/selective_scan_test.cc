@@ -1,7 +1,7 @@
 // The CUDA selective scan (RunSelectiveScan) against the float64 reference of ops.md section 3:
 // every option on and off, N from 1 to 256, odd lengths, groups, both layouts and all three dtypes;
 // chained requests against one long request; batch invariance; pieces when the pools are small.
-// Skips with the reason printed when no GPU is usable.
+// Skips with the reason printed when no GPU is usable (the host-side dispatch test runs anyway).
 #include "cuda/selective_scan.h"
 
 #include <cuda_runtime.h>
@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "cuda/selective_scan_kernel.h"
 #include "gtest/gtest.h"
 #include "reference/reference.h"
 #include "scanserve/ops.h"
@@ -311,7 +312,35 @@ TEST_F(SelectiveScanTest, AlignedRowsWithEveryMambaOption) {
     // eight state threads per channel.
     CheckOne(AllOn(dtype, Layout::kBDL, 16), SeqShape{1, 8192, 68});
     CheckOne(AllOn(dtype, Layout::kBDL, 32), SeqShape{2, 2048, 36});
+    // A few thousand channels in one wave: rows per block other than a power of two, the last
+    // block partly empty.
+    CheckOne(AllOn(dtype, Layout::kBDL, 16), SeqShape{1, 5110, 36});
   }
+}
+
+// Host-side dispatch only: runs without a GPU too (132 multiprocessors are assumed then).
+TEST(SelectiveScanDispatch, RowsPerBlockEvenOutOneWave) {
+  int device = 0;
+  int sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    cudaGetLastError();
+    sms = 132;
+  }
+  if (sms != 132) GTEST_SKIP() << "the expectations are for 132 multiprocessors, not " << sms;
+  SelectiveScanOptions o;
+  o.dtype = DType::kBFloat16;
+  o.state_dim = 16;
+  o.variable_b = o.variable_c = true;
+  SelectiveScanRows one;
+  one.shape = SeqShape{1, 5120, 2048};
+  // Blocks of 16 rows: 320 blocks, 3 on some multiprocessors and 2 on others (48 channels at
+  // most); blocks of 20: 256 blocks, 2 on each (40).
+  EXPECT_EQ(SelectiveScanRowsPerBlock(o, 2, {&one, 1}), 20);
+  // (8, 1536) at four states: 384 blocks of 32 rows, 3 on each multiprocessor; nothing evens it
+  // out further in one wave.
+  one.shape = SeqShape{8, 1536, 2048};
+  EXPECT_EQ(SelectiveScanRowsPerBlock(o, 4, {&one, 1}), 32);
 }
 
 TEST_F(SelectiveScanTest, LongRows) {

@@ -43,7 +43,7 @@ struct LinearFlags {
 };
 
 // One tile of linear_scan: loads, scans and stores the unit's items.
-template <typename T, bool kLookback>
+template <typename T, bool kLookback, bool kWholeSplit = !kLookback>
 __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, const LinearFlags& f,
                                             const RowView& view, float* stage, ScanShared<Pair>& sh,
                                             const LookbackTemp& lb, Maybe<Pair>& carry) {
@@ -60,10 +60,12 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
   }
 
   // Threads holding all kIpt items (all but a row's last) fold and re-run without the item
-  // guards: the same operations, and no predicate per item. Walk and single-tile rows only: in the
-  // look-back variant this split lost the final state of rows (tests/cuda, LinearScanLongRows),
-  // although the PTX it compiles to is correct, so that variant keeps the guarded loops.
-  const bool whole = !kLookback && count == kIpt;
+  // guards: the same operations, and no predicate per item. Only where ForwardTile runs inside
+  // LinearScanKernel's walk loop: in the two kernels that call it once (the look-back variant and
+  // LinearScanShortRowsKernel) this split made rows' final states wrong on the H100 (small integers
+  // stored instead of h; tests/cuda LinearScanLongRows, LinearScanMatchesReference and others),
+  // although the PTX it compiles to is correct. Those kernels keep the guarded loops.
+  const bool whole = kWholeSplit && count == kIpt;
   Pair mine{av[0], hv[0]};
   if (whole) {
 #pragma unroll
@@ -128,6 +130,25 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSm)
     if (step > 0) device::NextTile(g, u);
     ForwardTile<T, kLookback>(g, u, f, view, stage, sh, lb, carry);
   }
+}
+
+// The same for launches whose rows all fit one tile: one tile per unit, no carry, and a register
+// budget that lets three blocks share an SM. Its arithmetic is LinearScanKernel's (the guarded
+// loops perform the whole-thread path's operations), so a row's bits do not depend on which of
+// the two runs it.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmShortRows)
+    LinearScanShortRowsKernel(const GroupDesc* __restrict__ groups, LinearFlags f,
+                              LookbackTemp lb) {
+  __shared__ ScanShared<Pair> sh;
+  __shared__ alignas(16) float stage_all[kWarps][StageElems<float>()];
+  device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
+  const GroupDesc& g = sh.desc;
+  const RowView view{g.length, g.step_stride, f.reverse};
+  float* stage = stage_all[threadIdx.x >> 5];
+  Maybe<Pair> carry{Pair{}, false};
+  const Unit u = device::MakeUnit(g, sh.vblock);
+  ForwardTile<T, false, false>(g, u, f, view, stage, sh, lb, carry);
 }
 
 // One tile of linear_scan_backward.
@@ -227,8 +248,9 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackw
 }
 
 template <typename T>
-cudaError_t Enqueue(bool backward, bool lookback, int64_t blocks, cudaStream_t stream,
-                    const GroupDesc* d, const LinearFlags& f, const LookbackTemp& lb) {
+cudaError_t Enqueue(bool backward, bool lookback, bool single_tile, int64_t blocks,
+                    cudaStream_t stream, const GroupDesc* d, const LinearFlags& f,
+                    const LookbackTemp& lb) {
   const dim3 grid(static_cast<unsigned>(blocks));
   if (backward) {
     if (lookback) {
@@ -239,6 +261,8 @@ cudaError_t Enqueue(bool backward, bool lookback, int64_t blocks, cudaStream_t s
   } else {
     if (lookback) {
       LinearScanKernel<T, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
+    } else if (single_tile) {
+      LinearScanShortRowsKernel<T><<<grid, kThreads, 0, stream>>>(d, f, lb);
     } else {
       LinearScanKernel<T, false><<<grid, kThreads, 0, stream>>>(d, f, lb);
     }
@@ -260,15 +284,17 @@ cudaError_t EnqueueSplit(DType dtype, bool backward, const plan::SplitPlan& p, c
     f.ngroups = static_cast<int>(part.groups);
     f.ticket = part.slots > 0;
     const bool lookback = k == 0;
+    const bool single = !lookback && part.single_tile;
     switch (dtype) {
       case DType::kFloat32:
-        err = Enqueue<float>(backward, lookback, part.blocks, stream, d + first, f, lb);
+        err = Enqueue<float>(backward, lookback, single, part.blocks, stream, d + first, f, lb);
         break;
       case DType::kFloat16:
-        err = Enqueue<__half>(backward, lookback, part.blocks, stream, d + first, f, lb);
+        err = Enqueue<__half>(backward, lookback, single, part.blocks, stream, d + first, f, lb);
         break;
       case DType::kBFloat16:
-        err = Enqueue<__nv_bfloat16>(backward, lookback, part.blocks, stream, d + first, f, lb);
+        err = Enqueue<__nv_bfloat16>(backward, lookback, single, part.blocks, stream, d + first, f,
+                                     lb);
         break;
       case DType::kInt32:
       case DType::kInt64:

@@ -72,6 +72,7 @@ struct BatchPlan {
   int64_t groups = 0;  // non-empty groups, each with one descriptor
   int64_t blocks = 0;
   int64_t slots = 0;
+  bool single_tile = true;  // every planned row fits one tile
 };
 
 // Plans the non-empty groups for which `include(rows)` holds, in order; `fill(desc, rows)` sets
@@ -83,6 +84,7 @@ BatchPlan PlanBatch(std::span<const Rows> rows, GroupDesc* out, Fill fill, Inclu
     if (!include(r)) continue;
     const GroupPlan p = PlanGroup(r.geometry);
     if (p.blocks == 0) continue;
+    batch.single_tile = batch.single_tile && p.tiles_per_row == 1;
     if (out != nullptr) {
       GroupDesc& d = out[batch.groups];
       d = GroupDesc{};

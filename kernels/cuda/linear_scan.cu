@@ -61,10 +61,10 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
 
   // Threads holding all kIpt items (all but a row's last) fold and re-run without the item
   // guards: the same operations, and no predicate per item. Only where ForwardTile runs inside
-  // LinearScanKernel's walk loop: in the two kernels that call it once (the look-back variant and
-  // LinearScanShortRowsKernel) this split made rows' final states wrong on the H100 (small integers
-  // stored instead of h; tests/cuda LinearScanLongRows, LinearScanMatchesReference and others),
-  // although the PTX it compiles to is correct. Those kernels keep the guarded loops.
+  // LinearScanKernel's walk loop: in the two variants that call it once (look-back and single-tile)
+  // this split made rows' final states wrong on the H100 (small integers stored instead of h;
+  // tests/cuda LinearScanLongRows, LinearScanMatchesReference and others), although the PTX it
+  // compiles to is correct. Those variants keep the guarded loops.
   const bool whole = kWholeSplit && count == kIpt;
   Pair mine{av[0], hv[0]};
   if (whole) {
@@ -114,8 +114,12 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
 
 // Descriptor slots. Forward: in = {a, x, b, c}, out = {y, states}, row_out = final state.
 // Backward: in = {a, x, dy, b, c, states}, out = {da, dx, db, dc}, row_out = dh0.
-template <typename T, bool kLookback>
-__global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSm)
+// kSingleTile: a launch whose rows all fit one tile. Each unit runs its one tile with the guarded
+// loops (see ForwardTile) at a register budget that lets three blocks share an SM; the arithmetic
+// is the same, so a row's bits do not depend on which variant runs it.
+template <typename T, bool kLookback, bool kSingleTile = false>
+__global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBlocksPerSmShortRows
+                                                        : device::Tuning::kMinBlocksPerSm)
     LinearScanKernel(const GroupDesc* __restrict__ groups, LinearFlags f, LookbackTemp lb) {
   __shared__ ScanShared<Pair> sh;
   __shared__ alignas(16) float stage_all[kWarps][StageElems<float>()];
@@ -123,32 +127,17 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSm)
   const GroupDesc& g = sh.desc;
   const RowView view{g.length, g.step_stride, f.reverse};
   float* stage = stage_all[threadIdx.x >> 5];
-  const int64_t steps = !kLookback && g.walk ? g.tiles_per_row : 1;
   Maybe<Pair> carry{Pair{}, false};
   Unit u = device::MakeUnit(g, sh.vblock);
-  for (int64_t step = 0; step < steps; ++step) {
-    if (step > 0) device::NextTile(g, u);
-    ForwardTile<T, kLookback>(g, u, f, view, stage, sh, lb, carry);
+  if constexpr (kSingleTile) {
+    ForwardTile<T, false, false>(g, u, f, view, stage, sh, lb, carry);
+  } else {
+    const int64_t steps = !kLookback && g.walk ? g.tiles_per_row : 1;
+    for (int64_t step = 0; step < steps; ++step) {
+      if (step > 0) device::NextTile(g, u);
+      ForwardTile<T, kLookback>(g, u, f, view, stage, sh, lb, carry);
+    }
   }
-}
-
-// The same for launches whose rows all fit one tile: one tile per unit, no carry, and a register
-// budget that lets three blocks share an SM. Its arithmetic is LinearScanKernel's (the guarded
-// loops perform the whole-thread path's operations), so a row's bits do not depend on which of
-// the two runs it.
-template <typename T>
-__global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmShortRows)
-    LinearScanShortRowsKernel(const GroupDesc* __restrict__ groups, LinearFlags f,
-                              LookbackTemp lb) {
-  __shared__ ScanShared<Pair> sh;
-  __shared__ alignas(16) float stage_all[kWarps][StageElems<float>()];
-  device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
-  const GroupDesc& g = sh.desc;
-  const RowView view{g.length, g.step_stride, f.reverse};
-  float* stage = stage_all[threadIdx.x >> 5];
-  Maybe<Pair> carry{Pair{}, false};
-  const Unit u = device::MakeUnit(g, sh.vblock);
-  ForwardTile<T, false, false>(g, u, f, view, stage, sh, lb, carry);
 }
 
 // One tile of linear_scan_backward.
@@ -262,7 +251,7 @@ cudaError_t Enqueue(bool backward, bool lookback, bool single_tile, int64_t bloc
     if (lookback) {
       LinearScanKernel<T, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
     } else if (single_tile) {
-      LinearScanShortRowsKernel<T><<<grid, kThreads, 0, stream>>>(d, f, lb);
+      LinearScanKernel<T, false, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
     } else {
       LinearScanKernel<T, false><<<grid, kThreads, 0, stream>>>(d, f, lb);
     }

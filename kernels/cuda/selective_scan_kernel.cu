@@ -665,17 +665,20 @@ long long BlocksOf(const SeqShape& s, int groups, int rows) {
   return s.batch * groups * ((per_group + rows - 1) / rows);
 }
 
-int MultiprocessorCount() {
+// An attribute of the current device, or the H100's value where there is none: these numbers only
+// tune the geometry.
+int DeviceAttribute(cudaDeviceAttr attribute, int h100_value) {
   int device = 0;
-  int count = 0;
+  int value = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      count <= 0) {
-    cudaGetLastError();  // clear; the count only tunes the geometry
-    return 132;
+      cudaDeviceGetAttribute(&value, attribute, device) != cudaSuccess || value <= 0) {
+    cudaGetLastError();  // clear the error
+    return h100_value;
   }
-  return count;
+  return value;
 }
+
+int MultiprocessorCount() { return DeviceAttribute(cudaDevAttrMultiProcessorCount, 132); }
 
 bool Aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
@@ -690,12 +693,15 @@ int StateThreads(int n, int states) { return (n + states - 1) / states; }
 int BalanceRows(const SelectiveScanOptions& options, int S, int P, int T, int rows,
                 std::span<const SelectiveScanRows> group) {
   const int sms = MultiprocessorCount();
+  const int regs_per_sm = DeviceAttribute(cudaDevAttrMaxRegistersPerMultiprocessor, 65536);
+  const int smem_per_sm = DeviceAttribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor, 233472);
   const bool var_bc = options.variable_b || options.variable_c;
   auto resident = [&](int r) {  // blocks of r rows that fit one multiprocessor at once
     const int warps = (r * P + 31) / 32;
-    const int by_regs = 65536 / (warps * 32 * tuning::kMaxRegisters);
+    const int by_regs = regs_per_sm / (warps * 32 * tuning::kMaxRegisters);
+    // Plus the 1 KiB the driver reserves per block.
     const size_t smem = SharedBytes(S, P, r, T, options.variable_b, options.variable_c) + 1024;
-    const int by_smem = static_cast<int>((228 * 1024) / smem);
+    const int by_smem = static_cast<int>(static_cast<size_t>(smem_per_sm) / smem);
     return std::min(by_regs, by_smem);
   };
   auto most_channels = [&](int r) -> long long {  // per multiprocessor; -1: not one wave

@@ -273,7 +273,7 @@ cudaError_t EnqueueSplit(DType dtype, bool backward, const plan::SplitPlan& p, c
     f.ngroups = static_cast<int>(part.groups);
     f.ticket = part.slots > 0;
     const bool lookback = k == 0;
-    const bool single = !lookback && part.single_tile;
+    const bool single = !backward && !lookback && part.single_tile;  // a forward-only variant
     switch (dtype) {
       case DType::kFloat32:
         err = Enqueue<float>(backward, lookback, single, part.blocks, stream, d + first, f, lb);

@@ -38,13 +38,13 @@ struct RowScan {
   // Occupancy hints for __launch_bounds__: blocks that must fit on one SM at once (register cap
   // 65536 / (kBlockThreads * n)). At three blocks (80 registers) the kernels spill hundreds of
   // bytes; on the H200 that was 5-30% slower on most shapes (faster only for associative scans
-  // and look-back rows), so all variants take two.
+  // and look-back rows), so the walk and look-back variants take two.
   static constexpr int kMinBlocksPerSm = 2;
-  // Forward launches whose rows all fit one tile (no walk, no look-back) run a kernel of their
-  // own at three blocks per SM (80 registers, about 200 bytes spilled): a (8, 1536, 128) batch's
-  // 384 blocks then fit the H100 in one wave instead of 1.45. On the H100 it made rows of 127-129
-  // and 511-513 steps 7-19% faster and the 256-request ragged batch 9%; four blocks (64
-  // registers, 600 bytes spilled) were slower than two.
+  // Forward launches whose rows all fit one tile (no walk, no look-back) run LinearScanKernel's
+  // single-tile variant at three blocks per SM (80 registers, about 250 bytes spilled): a
+  // (8, 1536, 128) batch's 384 blocks then fit the H100 in one wave instead of 1.45. On the H100
+  // it made rows of 127-129 and 511-513 steps 7-19% faster and the 256-request ragged batch 9%;
+  // four blocks (64 registers, 600 bytes spilled) were slower than two.
   static constexpr int kMinBlocksPerSmShortRows = 3;
   static constexpr int kMinBlocksPerSmBackward = 2;
 };

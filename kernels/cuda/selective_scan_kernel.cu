@@ -22,7 +22,9 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cuda/selective_scan_kernel.h"
@@ -684,6 +686,13 @@ bool Aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p
 
 int StateThreads(int n, int states) { return (n + states - 1) / states; }
 
+// Whether blocks of `rows` channels prefetch their whole B and C tile into registers (else the rest
+// is staged with loads that wait).
+bool PrefetchCoversBc(const SelectiveScanOptions& options, int P, int T, int rows) {
+  return !(options.variable_b || options.variable_c) ||
+         rows * P * tuning::kBcPerThread >= T * options.state_dim;
+}
+
 // When a launch fits the GPU in one wave, its time is that of the multiprocessors with the most
 // channels. Powers of two can leave that badly uneven (5120 channels in blocks of 16: 3 blocks on
 // some multiprocessors, 2 on others, 48 channels at most); a multiple of four near `rows` that
@@ -695,7 +704,6 @@ int BalanceRows(const SelectiveScanOptions& options, int S, int P, int T, int ro
   const int sms = MultiprocessorCount();
   const int regs_per_sm = DeviceAttribute(cudaDevAttrMaxRegistersPerMultiprocessor, 65536);
   const int smem_per_sm = DeviceAttribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor, 233472);
-  const bool var_bc = options.variable_b || options.variable_c;
   auto resident = [&](int r) {  // blocks of r rows that fit one multiprocessor at once
     const int warps = (r * P + 31) / 32;
     const int by_regs = regs_per_sm / (warps * 32 * tuning::kMaxRegisters);
@@ -712,11 +720,11 @@ int BalanceRows(const SelectiveScanOptions& options, int S, int P, int T, int ro
     return (blocks + sms - 1) / sms * r;
   };
   long long best = most_channels(rows);
-  if (best < 0 || (var_bc && rows * P * tuning::kBcPerThread < T * options.state_dim)) return rows;
+  if (best < 0 || !PrefetchCoversBc(options, P, T, rows)) return rows;
   int chosen = rows;
   for (int r = std::max(tuning::kMinRows, rows / 2); r <= 2 * rows; r += 4) {
     if (r * P > tuning::kMaxThreads || r > tuning::kMaxRows) break;
-    if (var_bc && r * P * tuning::kBcPerThread < T * options.state_dim) continue;
+    if (!PrefetchCoversBc(options, P, T, r)) continue;
     const long long c = most_channels(r);
     if (c >= 0 && c < best) {
       best = c;
@@ -740,9 +748,8 @@ int SelectiveScanRowsPerBlock(const SelectiveScanOptions& options, int states_pe
   const int cap = std::min(tuning::kMaxRows, tuning::kMaxThreads / P);
   int rows = tuning::kMinRows;
   // At least the target threads, and enough threads that the B and C tile fits the prefetch.
-  const bool var_bc = options.variable_b || options.variable_c;
-  while (rows * 2 <= cap && (rows * 2 * P <= tuning::kTargetThreads ||
-                             (var_bc && rows * P * tuning::kBcPerThread < T * N))) {
+  while (rows * 2 <= cap &&
+         (rows * 2 * P <= tuning::kTargetThreads || !PrefetchCoversBc(options, P, T, rows))) {
     rows *= 2;
   }
   const long long want = static_cast<long long>(tuning::kMinBlocksPerSm) * MultiprocessorCount();
@@ -791,15 +798,19 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
   };
   // Whether a request runs the kFast kernel: its own alignment and shape and the options decide,
   // never its batch mates, so that batching keeps its bits.
+  static_assert(
+      tuning::TileLength(4) == tuning::kMaxTile && tuning::TileLength(8) == tuning::kMaxTile,
+      "the kFast kernel's tiles are kMaxTile steps long");
   auto fast = [&](const SelectiveScanRows& p, int S) {
     const int P = StateThreads(N, S);
     return options.variable_b && options.variable_c && options.has_z && options.delta_softplus &&
-           options.has_d_skip && S != 8 && (P == 4 || P == 8) &&
-           tuning::TileLength(P) == tuning::kMaxTile && vec_ok(p) &&
+           options.has_d_skip && S != 8 && (P == 4 || P == 8) && vec_ok(p) &&
            static_cast<long long>(N) * p.shape.length < INT_MAX - tuning::kMaxTile;
   };
 
   // One launch per (states per thread, fast) group; descriptors of all groups go up in one copy.
+  constexpr std::pair<int, bool> kGroupKeys[] = {{2, false}, {2, true},  {4, false},
+                                                 {4, true},  {8, false}, {8, true}};
   struct Group {
     bool fast = false;
     int states = 0;
@@ -808,13 +819,11 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
     int count = 0;
     long long blocks = 0;
   };
-  Group groups[6];
+  Group groups[std::size(kGroupKeys)];
   int ngroups = 0;
   int count = 0;
   std::vector<SelectiveScanRows> members;
-  for (const int key : {0, 1, 2, 3, 4, 5}) {
-    const int S = 2 << (key >> 1);
-    const bool is_fast = (key & 1) != 0;
+  for (const auto& [S, is_fast] : kGroupKeys) {
     members.clear();
     for (const SelectiveScanRows& p : problems) {
       if (BlocksOf(p.shape, options.groups, 1) == 0) continue;

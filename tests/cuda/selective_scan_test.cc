@@ -298,8 +298,9 @@ TEST_F(SelectiveScanTest, ShortAndAlignedLengths) {
 
 TEST_F(SelectiveScanTest, AlignedRowsWithEveryMambaOption) {
   // BDL rows whose length is a multiple of four, with variable B and C, z, softplus and D_skip on,
-  // run the kernel specialized for that configuration: whole tiles, a partial last tile, and an N
-  // whose B and C tile the prefetch does not cover.
+  // run the kernel specialized for that configuration (4 or 8 state threads per channel: N = 8 and
+  // 16 here): whole tiles and a partial last tile. N = 64 (32 state threads) runs the general
+  // kernel beside them, with a B and C tile larger than the prefetch.
   for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
     for (int n : {8, 16, 64}) {
       for (int64_t length : {160, 228, 1024}) {

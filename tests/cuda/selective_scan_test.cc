@@ -313,8 +313,9 @@ TEST_F(SelectiveScanTest, AlignedRowsWithEveryMambaOption) {
     // eight state threads per channel.
     CheckOne(AllOn(dtype, Layout::kBDL, 16), SeqShape{1, 8192, 68});
     CheckOne(AllOn(dtype, Layout::kBDL, 32), SeqShape{2, 2048, 36});
-    // A few thousand channels in one wave: rows per block other than a power of two, the last
-    // block partly empty.
+    // A few thousand channels in one wave: rows per block other than a power of two (20 at N = 8
+    // and at N = 16), the last block partly empty.
+    CheckOne(AllOn(dtype, Layout::kBDL, 8), SeqShape{1, 5110, 36});
     CheckOne(AllOn(dtype, Layout::kBDL, 16), SeqShape{1, 5110, 36});
   }
 }

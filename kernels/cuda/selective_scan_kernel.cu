@@ -36,7 +36,6 @@ namespace {
 namespace tuning = selective_tuning;
 
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr int kUnits = tuning::kUnitsPerThread;
 
 // One request as the kernel reads it. Written by the host into the pinned workspace.
 struct Desc {
@@ -250,6 +249,11 @@ __device__ __forceinline__ void LoadStates(const float* p, float (&v)[S]) {
 template <typename E, int S, bool kVarB, bool kVarC, bool kBld, int kFastP>
 __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Params prm) {
   constexpr bool kFast = kFastP != 0;
+  // Four-step staging units per thread and tile: a tile has kMaxTile / 4 of them per channel,
+  // shared by the channel's P threads. With P known, registers are held for only as many as are
+  // used (one at P = 8, where two cost (1, 5120, 16, 2048) bf16 8% on an H200).
+  constexpr int kUnits =
+      kFast ? std::max(1, tuning::kMaxTile / 4 / kFastP) : tuning::kUnitsPerThread;
   using Raw = typename E::Raw;
   using Quad = typename E::Quad;
   using One = typename E::One;

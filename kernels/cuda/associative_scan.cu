@@ -154,6 +154,9 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSm)
   Unit u = device::MakeUnit(g, sh.vblock);
   for (int64_t step = 0; step < steps; ++step) {
     if (step > 0) device::NextTile(g, u);
+    if (step + 1 < steps) {
+      device::PrefetchNextTile(g, u, view, static_cast<const T*>(g.in[0]) + u.offset);
+    }
     AssocTile<T, kOp, kLookback>(g, u, f, view, stage, sh, lb, carry);
   }
 }

@@ -140,7 +140,8 @@ __device__ __forceinline__ void AssocTile(const GroupDesc& g, const Unit& u, con
 }
 
 template <typename T, ScanOperator kOp, bool kLookback>
-__global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSm)
+__global__ void __launch_bounds__(kThreads, kLookback ? device::Tuning::kMinBlocksPerSmAssocLookback
+                                                      : device::Tuning::kMinBlocksPerSm)
     AssociativeScanKernel(const GroupDesc* __restrict__ groups, AssocFlags f, LookbackTemp lb) {
   using C = typename Elem<T>::C;
   __shared__ ScanShared<C> sh;

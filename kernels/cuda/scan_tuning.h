@@ -38,7 +38,7 @@ struct RowScan {
   // Occupancy hints for __launch_bounds__: blocks that must fit on one SM at once (register cap
   // 65536 / (kBlockThreads * n)). At three blocks (80 registers) the kernels spill hundreds of
   // bytes; on the H200 that was 5-30% slower on most shapes (faster only for associative scans
-  // and look-back rows), so the walk and look-back variants take two.
+  // and look-back rows), so the walk variants and linear_scan's look-back variant take two.
   static constexpr int kMinBlocksPerSm = 2;
   // Forward launches whose rows all fit one tile (no walk, no look-back) run LinearScanKernel's
   // single-tile variant at three blocks per SM (80 registers, about 250 bytes spilled): a
@@ -46,6 +46,11 @@ struct RowScan {
   // it made rows of 127-129 and 511-513 steps 7-19% faster and the 256-request ragged batch 9%;
   // four blocks (64 registers, 600 bytes spilled) were slower than two.
   static constexpr int kMinBlocksPerSmShortRows = 3;
+  // Associative scans' look-back rows (tiles of one long row on many blocks) run at three blocks
+  // per SM: each block's time is mostly latency (its start, the ticket, its predecessors' words),
+  // which a third block hides. On an H200 a (1, 1, 2^24) add scan took 0.129 -> 0.114 ms; the
+  // same for linear_scan's look-back kernel (80 registers, 864 bytes spilled) was 15% slower.
+  static constexpr int kMinBlocksPerSmAssocLookback = 3;
   static constexpr int kMinBlocksPerSmBackward = 2;
 };
 

@@ -153,6 +153,10 @@ __global__ void __launch_bounds__(kThreads, kLookback ? device::Tuning::kMinBloc
   const int64_t steps = !kLookback && g.walk ? g.tiles_per_row : 1;
   Maybe<C> carry{C{}, false};
   Unit u = device::MakeUnit(g, sh.vblock);
+  if constexpr (kLookback) {
+    device::PrefetchNextTile(g, u, view, static_cast<const T*>(g.in[0]) + u.offset,
+                             device::Tuning::kAssocLookbackPrefetchTiles);
+  }
   for (int64_t step = 0; step < steps; ++step) {
     if (step > 0) device::NextTile(g, u);
     if (step + 1 < steps) {

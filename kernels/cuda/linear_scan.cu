@@ -240,7 +240,7 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackw
   for (int64_t step = 0; step < steps; ++step) {
     if (step > 0) device::NextTile(g, u);
     // No L2 prefetch of the next tile here (see LinearScanKernel): on an H200 it made the float32
-    // backward 3-5% slower (its walk spills about 500 bytes and is not waiting on DRAM alone).
+    // backward 3-5% slower.
     BackwardTile<T, kLookback>(g, u, f, view, stage, sh, lb, carry);
   }
 }

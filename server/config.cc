@@ -81,10 +81,6 @@ absl::Status ValidateConfig(const ServerConfig& c) {
     return absl::InvalidArgumentError("drain_timeout: must be >= 0, got " +
                                       absl::FormatDuration(c.drain_timeout));
   }
-  if (c.shutdown_linger < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("shutdown_linger: must be >= 0, got " +
-                                      absl::FormatDuration(c.shutdown_linger));
-  }
   return absl::OkStatus();
 }
 

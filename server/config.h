@@ -76,10 +76,6 @@ struct ServerConfig {
   // On shutdown, after the grace: how long calls in progress may take to finish before they are
   // cancelled.
   absl::Duration drain_timeout = absl::Seconds(30);
-  // On shutdown, after the drain: how long to wait for clients to close their connections. The last
-  // answers may still be in the kernel's send buffers; exiting with a client's frames unread resets
-  // the connection, and a reset discards what the client has not read yet.
-  absl::Duration shutdown_linger = absl::Seconds(2);
 };
 
 // INVALID_ARGUMENT naming the first setting out of its range.

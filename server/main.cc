@@ -72,9 +72,6 @@ ABSL_FLAG(absl::Duration, shutdown_grace, kDefaults.shutdown_grace,
           "On SIGTERM: how long health reports NOT_SERVING while calls are still accepted.");
 ABSL_FLAG(absl::Duration, drain_timeout, kDefaults.drain_timeout,
           "On SIGTERM, after the grace: how long open calls may take before they are cancelled.");
-ABSL_FLAG(absl::Duration, shutdown_linger, kDefaults.shutdown_linger,
-          "On SIGTERM, after the drain: how long to wait for clients to close their connections "
-          "(so the last answers are read before the process exits).");
 
 namespace {
 
@@ -104,7 +101,6 @@ scanserve::ServerConfig ConfigFromFlags() {
   c.stream_max_in_flight = absl::GetFlag(FLAGS_stream_max_in_flight);
   c.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   c.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
-  c.shutdown_linger = absl::GetFlag(FLAGS_shutdown_linger);
   return c;
 }
 

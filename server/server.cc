@@ -1,12 +1,6 @@
 #include "server/server.h"
 
 #include <chrono>
-#include <cstdlib>
-#include <fstream>
-#include <optional>
-#include <sstream>
-#include <string>
-#include <string_view>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -65,33 +59,6 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
         std::make_shared<TokenAuthMetadataProcessor>(std::move(authenticator)));
   }
   return credentials;
-}
-
-// TCP connections in state ESTABLISHED whose local port is `port`, from the kernel's socket tables;
-// nullopt where neither table can be read (not Linux). gRPC keeps no count of its connections.
-std::optional<int> EstablishedConnections(int port) {
-  constexpr std::string_view kEstablished = "01";
-  int count = 0;
-  bool read_any = false;
-  for (const char* table : {"/proc/self/net/tcp", "/proc/self/net/tcp6"}) {
-    std::ifstream in(table);
-    if (!in) continue;
-    read_any = true;
-    std::string line;
-    std::getline(in, line);  // the header
-    while (std::getline(in, line)) {
-      // "  3: 0100007F:C351 0100007F:A2B4 01 ...": slot, local address:port, remote, state (hex).
-      std::istringstream fields(line);
-      std::string slot, local, remote, state;
-      if (!(fields >> slot >> local >> remote >> state)) continue;
-      const size_t colon = local.rfind(':');
-      if (colon == std::string::npos || state != kEstablished) continue;
-      const long local_port = std::strtol(local.c_str() + colon + 1, nullptr, 16);
-      if (local_port == port) ++count;
-    }
-  }
-  if (!read_any) return std::nullopt;
-  return count;
 }
 
 }  // namespace
@@ -189,18 +156,8 @@ void ScanServer::Shutdown() {
     });
     executor_->Drain();
     stop_grpc.join();
-    AwaitClientsClosing();
   } else if (executor_) {
     executor_->Drain();
-  }
-}
-
-void ScanServer::AwaitClientsClosing() {
-  const absl::Time end = absl::Now() + config_.shutdown_linger;
-  while (absl::Now() < end) {
-    const std::optional<int> open = EstablishedConnections(port_);
-    if (!open.has_value() || *open == 0) return;
-    absl::SleepFor(absl::Milliseconds(10));
   }
 }
 

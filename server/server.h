@@ -8,8 +8,7 @@
 // Lifecycle: construct with a config, Start() once, Shutdown() once (the destructor shuts down if
 // needed). Shutdown is graceful: health turns NOT_SERVING, new calls are still accepted for
 // config.shutdown_grace, then the server stops accepting, runs every queued and running job to
-// completion (calls still open after config.drain_timeout are cancelled), waits up to
-// config.shutdown_linger for the clients to close their connections, and returns.
+// completion (calls still open after config.drain_timeout are cancelled) and returns.
 //
 // Ownership: owns every component. Thread-safety: Start and Shutdown may be called from any
 // thread, but not concurrently with each other; the accessors are safe once Start returned.
@@ -70,8 +69,6 @@ class ScanServer {
   // Turns health NOT_SERVING for good once the backend reports a sticky failure.
   void WatchBackend();
   void SetServing(bool serving);
-  // Returns once no client holds a connection to the gRPC port, or after config.shutdown_linger.
-  void AwaitClientsClosing();
 
   const ServerConfig config_;
   int port_ = 0;

@@ -277,6 +277,35 @@ std::string ScrapeMetrics(int port) {
   return out.substr(body + 4);
 }
 
+// A bare HTTP/2 connection to 127.0.0.1:port: the client preface and SETTINGS sent, the server's
+// SETTINGS read and acknowledged, then nothing: it makes no calls and ignores GOAWAY, as a client
+// still reading its last answers would. The socket, or -1.
+int OpenIdleHttp2Connection(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const timeval timeout{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  // Frame header: 24-bit length, type (4: SETTINGS), flags (1: ACK), 31-bit stream id.
+  const std::string preface =
+      std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + std::string("\0\0\0\x04\0\0\0\0\0", 9);
+  const std::string settings_ack("\0\0\0\x04\x01\0\0\0\0", 9);
+  char header[9];
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      write(fd, preface.data(), preface.size()) != static_cast<ssize_t>(preface.size()) ||
+      recv(fd, header, sizeof(header), MSG_WAITALL) != static_cast<ssize_t>(sizeof(header)) ||
+      header[3] != 0x04 ||
+      write(fd, settings_ack.data(), settings_ack.size()) !=
+          static_cast<ssize_t>(settings_ack.size())) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 std::string SeriesKey(const std::string& name, const Labels& labels) {
   std::string key = name + "{";
   for (const auto& [k, v] : labels) key += k + "=" + v + ",";
@@ -752,6 +781,29 @@ TEST_F(IntegrationTest, HealthTurnsNotServingWhileDrainingAndQueuedWorkFinishes)
   CallOptions call;
   call.timeout = absl::Seconds(2);
   EXPECT_FALSE(client_->Health("", call).ok());
+}
+
+// gRPC's shutdown returns only once every client connection is closed (or drain_timeout passes),
+// so the process cannot exit while a client is still reading its last answers: exiting then would
+// reset the connection and lose them.
+TEST_F(IntegrationTest, ShutdownWaitsForClientsToCloseTheirConnections) {
+  ServerConfig config = TestConfig();
+  config.drain_timeout = absl::Seconds(60);
+  ASSERT_NO_FATAL_FAILURE(StartServer(config));
+  client_.reset();  // only the bare connection stays open
+  const int fd = OpenIdleHttp2Connection(server_->port());
+  ASSERT_GE(fd, 0) << "could not open an HTTP/2 connection to the server";
+  absl::Notification stopped;
+  std::thread shutdown([&] {
+    server_->Shutdown();
+    stopped.Notify();
+  });
+  EXPECT_FALSE(stopped.WaitForNotificationWithTimeout(absl::Seconds(1)))
+      << "shutdown returned while a client connection was still open";
+  close(fd);
+  EXPECT_TRUE(stopped.WaitForNotificationWithTimeout(absl::Seconds(10)))
+      << "shutdown still waiting 10 s after the last connection closed";
+  shutdown.join();
 }
 
 TEST_F(IntegrationTest, ServerInfoDescribesTheServer) {

@@ -251,22 +251,31 @@ void CheckStream(const AnyCase& c, const v1::StreamResponse& r) {
 
 // ---- /metrics over HTTP ----
 
-// GET /metrics from 127.0.0.1:port; the body, or "" when the scrape fails.
-std::string ScrapeMetrics(int port) {
+// A TCP socket connected to 127.0.0.1:port, or -1.
+int ConnectLoopback(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
+  if (fd < 0) return -1;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// GET /metrics from 127.0.0.1:port; the body, or "" when the scrape fails.
+std::string ScrapeMetrics(int port) {
+  const int fd = ConnectLoopback(port);
+  if (fd < 0) return "";
   std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buffer[65536];
-      ssize_t n;
-      while ((n = read(fd, buffer, sizeof(buffer))) > 0) out.append(buffer, n);
-    }
+  const std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+    char buffer[65536];
+    ssize_t n;
+    while ((n = read(fd, buffer, sizeof(buffer))) > 0) out.append(buffer, n);
   }
   close(fd);
   const size_t body = out.find("\r\n\r\n");
@@ -281,12 +290,8 @@ std::string ScrapeMetrics(int port) {
 // SETTINGS read and acknowledged, then nothing: it makes no calls and ignores GOAWAY, as a client
 // still reading its last answers would. The socket, or -1.
 int OpenIdleHttp2Connection(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  const int fd = ConnectLoopback(port);
   if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   const timeval timeout{5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   // Frame header: 24-bit length, type (4: SETTINGS), flags (1: ACK), 31-bit stream id.
@@ -294,8 +299,7 @@ int OpenIdleHttp2Connection(int port) {
       std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + std::string("\0\0\0\x04\0\0\0\0\0", 9);
   const std::string settings_ack("\0\0\0\x04\x01\0\0\0\0", 9);
   char header[9];
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      write(fd, preface.data(), preface.size()) != static_cast<ssize_t>(preface.size()) ||
+  if (write(fd, preface.data(), preface.size()) != static_cast<ssize_t>(preface.size()) ||
       recv(fd, header, sizeof(header), MSG_WAITALL) != static_cast<ssize_t>(sizeof(header)) ||
       header[3] != 0x04 ||
       write(fd, settings_ack.data(), settings_ack.size()) !=

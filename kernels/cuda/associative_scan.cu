@@ -148,7 +148,7 @@ __global__ void __launch_bounds__(kThreads, kLookback ? device::Tuning::kMinBloc
   __shared__ alignas(16) C stage_all[kWarps][StageElems<C>()];
   device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
   const GroupDesc& g = sh.desc;
-  const RowView view{g.length, g.step_stride, f.reverse};
+  const RowView view{g.length, g.step_stride, f.reverse, false};
   C* stage = stage_all[threadIdx.x >> 5];
   const int64_t steps = !kLookback && g.walk ? g.tiles_per_row : 1;
   Maybe<C> carry{C{}, false};

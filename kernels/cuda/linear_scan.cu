@@ -117,7 +117,7 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
 // kSingleTile: a launch whose rows all fit one tile. Each unit runs its one tile with the guarded
 // loops (see ForwardTile) at a register budget that lets three blocks share an SM; the arithmetic
 // is the same, so a row's bits do not depend on which variant runs it.
-template <typename T, bool kLookback, bool kSingleTile = false>
+template <typename T, bool kLookback, bool kSingleTile = false, bool kPadded = false>
 __global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBlocksPerSmShortRows
                                                         : device::Tuning::kMinBlocksPerSm)
     LinearScanKernel(const GroupDesc* __restrict__ groups, LinearFlags f, LookbackTemp lb) {
@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBl
   __shared__ alignas(16) float stage_all[kWarps][StageElems<float>()];
   device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
   const GroupDesc& g = sh.desc;
-  const RowView view{g.length, g.step_stride, f.reverse};
+  const RowView view{g.length, g.step_stride, f.reverse, kPadded && g.padded != 0};
   float* stage = stage_all[threadIdx.x >> 5];
   Maybe<Pair> carry{Pair{}, false};
   Unit u = device::MakeUnit(g, sh.vblock);
@@ -232,7 +232,7 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackw
   device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
   const GroupDesc& g = sh.desc;
   // Logical step k here is the forward's processing step L-1-k: the scan runs against it.
-  const RowView view{g.length, g.step_stride, !f.reverse};
+  const RowView view{g.length, g.step_stride, !f.reverse, false};
   float* stage = stage_all[threadIdx.x >> 5];
   const int64_t steps = !kLookback && g.walk ? g.tiles_per_row : 1;
   Maybe<Pair> carry{Pair{}, false};
@@ -246,7 +246,7 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackw
 }
 
 template <typename T>
-cudaError_t Enqueue(bool backward, bool lookback, bool single_tile, int64_t blocks,
+cudaError_t Enqueue(bool backward, bool lookback, bool single_tile, bool padded, int64_t blocks,
                     cudaStream_t stream, const GroupDesc* d, const LinearFlags& f,
                     const LookbackTemp& lb) {
   const dim3 grid(static_cast<unsigned>(blocks));
@@ -260,7 +260,13 @@ cudaError_t Enqueue(bool backward, bool lookback, bool single_tile, int64_t bloc
     if (lookback) {
       LinearScanKernel<T, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
     } else if (single_tile) {
-      LinearScanKernel<T, false, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
+      if (padded) {
+        LinearScanKernel<T, false, true, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
+      } else {
+        LinearScanKernel<T, false, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
+      }
+    } else if (padded) {
+      LinearScanKernel<T, false, false, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
     } else {
       LinearScanKernel<T, false><<<grid, kThreads, 0, stream>>>(d, f, lb);
     }
@@ -283,16 +289,21 @@ cudaError_t EnqueueSplit(DType dtype, bool backward, const plan::SplitPlan& p, c
     f.ticket = part.slots > 0;
     const bool lookback = k == 0;
     const bool single = !backward && !lookback && part.single_tile;  // a forward-only variant
+    // Padded rows' last segments move as units in the forward walk and single-tile variants;
+    // elsewhere (look-back rows, backward, right-to-left scans) they take the scalar path.
+    const bool padded = !backward && !lookback && !f.reverse && part.padded;
     switch (dtype) {
       case DType::kFloat32:
-        err = Enqueue<float>(backward, lookback, single, part.blocks, stream, d + first, f, lb);
+        err = Enqueue<float>(backward, lookback, single, padded, part.blocks, stream, d + first, f,
+                             lb);
         break;
       case DType::kFloat16:
-        err = Enqueue<__half>(backward, lookback, single, part.blocks, stream, d + first, f, lb);
+        err = Enqueue<__half>(backward, lookback, single, padded, part.blocks, stream, d + first, f,
+                              lb);
         break;
       case DType::kBFloat16:
-        err = Enqueue<__nv_bfloat16>(backward, lookback, single, part.blocks, stream, d + first, f,
-                                     lb);
+        err = Enqueue<__nv_bfloat16>(backward, lookback, single, padded, part.blocks, stream,
+                                     d + first, f, lb);
         break;
       case DType::kInt32:
       case DType::kInt64:
@@ -309,7 +320,9 @@ int64_t SpanElements(const RowGeometry& g) {
   if (g.rows <= 0 || g.length <= 0) return 0;
   const int64_t last_b = (g.rows - 1) / g.dim;
   const int64_t last_d = g.rows >= g.dim ? g.dim - 1 : g.rows - 1;
-  return last_b * g.batch_stride + last_d * g.row_stride + (g.length - 1) * g.step_stride + 1;
+  const int64_t padding = g.padded ? g.row_stride - g.length : 0;
+  return last_b * g.batch_stride + last_d * g.row_stride + (g.length - 1) * g.step_stride + 1 +
+         padding;
 }
 
 void FillForward(GroupDesc& d, const LinearScanRows& r) {

@@ -16,6 +16,10 @@ namespace scanserve::cuda::plan {
 
 using Tuning = tuning::RowScan;
 
+// The backend's staging leaves rows of one warp-wide segment of the kernels packed where a scan
+// runs right to left.
+static_assert(kRowScanSegment == 32 * Tuning::kItemsPerThread);
+
 // What the kernels read about one group. Tensor slots are op-specific (see each .cu file).
 struct alignas(16) GroupDesc {
   int64_t rows;
@@ -29,8 +33,8 @@ struct alignas(16) GroupDesc {
   int64_t slot_begin;   // first look-back slot (rows with several tiles only)
   int32_t unit_threads;
   int32_t units_per_block;
-  int32_t walk;  // 1: the row's tiles are walked by one block in order (no look-back)
-  int32_t pad;
+  int32_t walk;    // 1: the row's tiles are walked by one block in order (no look-back)
+  int32_t padded;  // RowGeometry::padded
   const void* in[6];
   void* out[5];
   const float* h0;
@@ -73,6 +77,7 @@ struct BatchPlan {
   int64_t blocks = 0;
   int64_t slots = 0;
   bool single_tile = true;  // every planned row fits one tile
+  bool padded = false;      // some planned group's rows are padded (RowGeometry::padded)
 };
 
 // Plans the non-empty groups for which `include(rows)` holds, in order; `fill(desc, rows)` sets
@@ -85,6 +90,7 @@ BatchPlan PlanBatch(std::span<const Rows> rows, GroupDesc* out, Fill fill, Inclu
     const GroupPlan p = PlanGroup(r.geometry);
     if (p.blocks == 0) continue;
     batch.single_tile = batch.single_tile && p.tiles_per_row == 1;
+    batch.padded = batch.padded || r.geometry.padded;
     if (out != nullptr) {
       GroupDesc& d = out[batch.groups];
       d = GroupDesc{};
@@ -100,6 +106,7 @@ BatchPlan PlanBatch(std::span<const Rows> rows, GroupDesc* out, Fill fill, Inclu
       d.unit_threads = p.unit_threads;
       d.units_per_block = p.units_per_block;
       d.walk = p.walk ? 1 : 0;
+      d.padded = r.geometry.padded ? 1 : 0;
       fill(d, r);
     }
     ++batch.groups;

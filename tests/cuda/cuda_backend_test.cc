@@ -193,6 +193,59 @@ TEST_F(CudaAgreesWithCpu, LinearScanAloneWhereMismatchesFall) {
   }
 }
 
+// How the backend stages sequence tensors (host-side arithmetic only; runs without a GPU): rows off
+// 16-byte boundaries get a 16-byte pitch, padded after the row (which the kernels may then write
+// into), or before it when the kernel scans right to left and the row has more than one segment;
+// short rows, strided rows and 8-byte types stay packed.
+TEST(CudaStagedLayout, PadsUnalignedRowsLongerThanOneSegment) {
+  struct Want {
+    SeqShape shape;
+    Layout layout;
+    size_t bytes;
+    bool right_to_left;
+    int64_t pitch;
+    int64_t lead;
+  };
+  const Want wants[] = {
+      {{2, 3, 8191}, Layout::kBDL, 4, false, 8192, 0},
+      {{2, 3, 8191}, Layout::kBDL, 4, true, 8192, 1},
+      {{1, 2, 8193}, Layout::kBDL, 2, false, 8200, 0},
+      {{1, 2, 8193}, Layout::kBDL, 2, true, 8200, 7},
+      {{1, 2, 8188}, Layout::kBDL, 4, true, 8188, 0},  // 16-byte rows already
+      {{1, 2, 8188}, Layout::kBDL, 2, false, 8192, 0},
+      {{1, 2, 513}, Layout::kBDL, 4, false, 516, 0},
+      {{4, 5, 511}, Layout::kBDL, 4, false, 512, 0},
+      {{4, 5, 511}, Layout::kBDL, 4, true, 511, 0},  // one segment, right to left: no gain
+      {{4, 5, 65}, Layout::kBDL, 2, false, 72, 0},
+      {{4, 5, 63}, Layout::kBDL, 2, false, 63, 0},      // short rows: padding would cost copies
+      {{2, 3, 8191}, Layout::kBLD, 4, false, 8191, 0},  // strided rows
+      {{2, 3, 8191}, Layout::kBDL, 8, false, 8191, 0},  // 8-byte types move as scalars
+  };
+  for (const Want& w : wants) {
+    SCOPED_TRACE(::testing::Message()
+                 << "(" << w.shape.batch << "," << w.shape.dim << "," << w.shape.length << ") "
+                 << w.bytes << "-byte elements" << (w.layout == Layout::kBDL ? " bdl" : " bld")
+                 << (w.right_to_left ? " right to left" : ""));
+    const cuda::StagedLayout l = cuda::StagedLayoutOf(w.shape, w.layout, w.bytes, w.right_to_left);
+    EXPECT_EQ(l.pitch, w.pitch);
+    EXPECT_EQ(l.lead, w.lead);
+    EXPECT_EQ(l.pitch * static_cast<int64_t>(w.bytes) % 16 == 0 || l.pitch == w.shape.length, true);
+    const cuda::RowGeometry g = cuda::StagedGeometryOf(w.shape, w.layout, l);
+    const cuda::RowGeometry packed = cuda::RowGeometryOf(w.shape, w.layout);
+    EXPECT_EQ(g.rows, packed.rows);
+    EXPECT_EQ(g.length, packed.length);
+    EXPECT_EQ(g.step_stride, packed.step_stride);
+    EXPECT_EQ(g.padded, l.pitch > w.shape.length && l.lead == 0);
+    if (w.layout == Layout::kBDL) {
+      EXPECT_EQ(g.row_stride, w.pitch);
+      EXPECT_EQ(g.batch_stride, w.shape.dim * w.pitch);
+    } else {
+      EXPECT_EQ(g.row_stride, packed.row_stride);
+      EXPECT_EQ(g.batch_stride, packed.batch_stride);
+    }
+  }
+}
+
 // The kernels alone, on device buffers of their own (no backend, no staging): forward linear
 // scans with and without h0 against a float64 recurrence, every output checked.
 TEST(CudaLinearScanKernel, MatchesRecurrenceOnDeviceBuffers) {
@@ -358,18 +411,27 @@ TEST_F(CudaAgreesWithCpu, WideRequestsWalkLongRowsLoneRowsLookBackEachWithItsOwn
 
 // The bytes of y from a forward linear scan (no b, c or h0) of `a` and `x` (`es`-byte elements,
 // dtype `dtype`) whose device copies start `offset` elements past a 256-byte boundary and end at
-// the end of their allocations, so that a load past a tensor's end is a memcheck error. y has
-// guard elements on both sides; `guards_intact` says whether the launch left them alone.
+// the end of their allocations, so that a load past a tensor's end is a memcheck error. With
+// `staged`, the rows lie as the backend stages them (cuda::StagedLayoutOf). y has guard elements
+// on both sides; `guards_intact` says whether the launch left them, and any padding the geometry
+// does not declare writable, alone.
 struct OffsetRun {
   std::vector<unsigned char> y;
   bool guards_intact = false;
 };
 OffsetRun RunLinearAtOffset(DType dtype, size_t es, SeqShape shape, bool reverse, int offset,
                             const std::vector<unsigned char>& a,
-                            const std::vector<unsigned char>& x) {
+                            const std::vector<unsigned char>& x, bool staged = false) {
   constexpr int kGuard = 64;
   constexpr unsigned char kSentinel = 0x7b;
-  const size_t bytes = a.size();
+  const cuda::StagedLayout layout = staged ? cuda::StagedLayoutOf(shape, Layout::kBDL, es, reverse)
+                                           : cuda::StagedLayout{shape.length, 0};
+  const cuda::RowGeometry geometry = cuda::StagedGeometryOf(shape, Layout::kBDL, layout);
+  const size_t rows = static_cast<size_t>(shape.rows());
+  const size_t row_bytes = static_cast<size_t>(shape.length) * es;
+  const size_t pitch = static_cast<size_t>(layout.pitch) * es;
+  const size_t row_lead = static_cast<size_t>(layout.lead) * es;
+  const size_t bytes = rows * pitch;
   const size_t lead = static_cast<size_t>(offset) * es;
   OffsetRun run;
   void* da = nullptr;
@@ -382,15 +444,19 @@ OffsetRun RunLinearAtOffset(DType dtype, size_t es, SeqShape shape, bool reverse
   char* pa = static_cast<char*>(da) + lead;
   char* px = static_cast<char*>(dx) + lead;
   char* py = static_cast<char*>(dy) + kGuard * es + lead;
-  EXPECT_EQ(cudaMemcpy(pa, a.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(px, x.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy2D(pa + row_lead, pitch, a.data(), row_bytes, row_bytes, rows,
+                         cudaMemcpyHostToDevice),
+            cudaSuccess);
+  EXPECT_EQ(cudaMemcpy2D(px + row_lead, pitch, x.data(), row_bytes, row_bytes, rows,
+                         cudaMemcpyHostToDevice),
+            cudaSuccess);
   EXPECT_EQ(cudaMemset(dy, kSentinel, y_bytes), cudaSuccess);
   const LinearScanOptions o{.dtype = dtype, .reverse = reverse};
   cuda::LinearScanRows r;
-  r.geometry = cuda::RowGeometryOf(shape, Layout::kBDL);
-  r.a = pa;
-  r.x = px;
-  r.y = py;
+  r.geometry = geometry;
+  r.a = pa + row_lead;
+  r.x = px + row_lead;
+  r.y = py + row_lead;
   EXPECT_EQ(LaunchLinearScanAlone(o, r), "");
   std::vector<unsigned char> all(y_bytes);
   EXPECT_EQ(cudaMemcpy(all.data(), dy, y_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
@@ -398,16 +464,25 @@ OffsetRun RunLinearAtOffset(DType dtype, size_t es, SeqShape shape, bool reverse
   cudaFree(dx);
   cudaFree(dy);
   const size_t y0 = kGuard * es + lead;
-  run.y.assign(all.begin() + y0, all.begin() + y0 + bytes);
-  run.guards_intact =
-      std::all_of(all.begin(), all.begin() + y0, [](unsigned char c) { return c == kSentinel; }) &&
-      std::all_of(all.begin() + y0 + bytes, all.end(),
-                  [](unsigned char c) { return c == kSentinel; });
+  const auto intact = [&](size_t from, size_t to) {
+    return std::all_of(all.begin() + from, all.begin() + to,
+                       [](unsigned char c) { return c == kSentinel; });
+  };
+  run.guards_intact = intact(0, y0) && intact(y0 + bytes, all.size());
+  for (size_t row = 0; row < rows; ++row) {
+    const size_t at = y0 + row * pitch;
+    run.y.insert(run.y.end(), all.begin() + at + row_lead, all.begin() + at + row_lead + row_bytes);
+    if (!geometry.padded && pitch > row_bytes) {
+      run.guards_intact = run.guards_intact && (row_lead > 0 ? intact(at, at + row_lead)
+                                                             : intact(at + row_bytes, at + pitch));
+    }
+  }
   return run;
 }
 
-// The same rows at every misalignment of their tensors give the same bits (whichever path loads
-// and stores them), match a float64 recurrence, and write nothing outside y.
+// The same rows at every misalignment of their tensors, and padded as the backend stages them, give
+// the same bits (whichever path loads and stores them), match a float64 recurrence, and write
+// nothing outside y and its writable padding.
 TEST(CudaLinearScanKernel, MisalignedTensorsGiveTheSameBitsAndWriteOnlyTheirRows) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no usable CUDA device";
   Rng rng;
@@ -452,12 +527,20 @@ TEST(CudaLinearScanKernel, MisalignedTensorsGiveTheSameBitsAndWriteOnlyTheirRows
           encode(static_cast<float>(rng.Uniform(-1.0, 1.0)), x.data() + i * es);
         }
         std::vector<unsigned char> first;
-        for (int offset = 0; offset < units; ++offset) {
-          const OffsetRun run = RunLinearAtOffset(dtype, es, shape, reverse, offset, a, x);
+        // Offsets 0 .. units - 1, then (offset == units) the rows as the backend stages them.
+        const cuda::StagedLayout staged_layout =
+            cuda::StagedLayoutOf(shape, Layout::kBDL, es, reverse);
+        const bool stages_padded = staged_layout.pitch != shape.length;
+        for (int offset = 0; offset <= units; ++offset) {
+          const bool staged = offset == units;
+          if (staged && !stages_padded) continue;
+          const OffsetRun run =
+              RunLinearAtOffset(dtype, es, shape, reverse, staged ? 0 : offset, a, x, staged);
           const std::string where =
               std::string(DTypeName(dtype)) + " reverse " + std::to_string(reverse) + " shape (" +
               std::to_string(shape.batch) + "," + std::to_string(shape.dim) + "," +
-              std::to_string(shape.length) + ") offset " + std::to_string(offset);
+              std::to_string(shape.length) + ") " +
+              (staged ? std::string("staged") : "offset " + std::to_string(offset));
           EXPECT_TRUE(run.guards_intact) << where << ": a store left y";
           if (offset == 0) {
             first = run.y;

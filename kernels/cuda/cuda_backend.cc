@@ -48,20 +48,42 @@ using cuda::PoolStreamContext;
 constexpr size_t kAlign = 256;
 size_t AlignUp(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
-size_t SeqBytes(const SeqShape& s, DType dtype) {
-  return static_cast<size_t>(s.elements()) * DTypeSize(dtype);
-}
 size_t RowBytes(const SeqShape& s) { return static_cast<size_t>(s.rows()) * sizeof(float); }
 
-// One host tensor a problem reads or writes, and where it sits in the staging regions.
+// One host tensor a problem reads or writes: `bytes` packed on the host. A sequence tensor (rows
+// > 0) is staged as `rows` rows of `row_bytes` each at a pitch of `pitch_bytes`, `lead_bytes` into
+// each (see cuda::StagedLayout); any other is staged as is.
+struct HostSpan {
+  size_t bytes = 0;
+  size_t rows = 0;
+  size_t row_bytes = 0;
+  size_t pitch_bytes = 0;
+  size_t lead_bytes = 0;
+  size_t StagedBytes() const { return Padded() ? rows * pitch_bytes : bytes; }
+  bool Padded() const { return rows > 0 && pitch_bytes != row_bytes; }
+};
 struct InTensor {
   const void* src;
-  size_t bytes;
+  HostSpan span;
 };
 struct OutTensor {
   void* dst;
-  size_t bytes;
+  HostSpan span;
 };
+
+HostSpan PackedSpan(const void* p, size_t bytes) { return {.bytes = p == nullptr ? 0 : bytes}; }
+
+// A sequence tensor of `shape` with elements of `es` bytes, staged in `layout`.
+HostSpan RowsSpan(const void* p, const SeqShape& shape, size_t es, const cuda::StagedLayout& l) {
+  if (p == nullptr) return {};
+  const size_t rows = static_cast<size_t>(shape.rows());
+  const size_t len = static_cast<size_t>(shape.length);
+  return {.bytes = rows * len * es,
+          .rows = rows,
+          .row_bytes = len * es,
+          .pitch_bytes = static_cast<size_t>(l.pitch) * es,
+          .lead_bytes = static_cast<size_t>(l.lead) * es};
+}
 
 // Up to this many tensors per problem in each direction.
 constexpr int kMaxTensors = 8;
@@ -75,22 +97,46 @@ struct Staged {
   int n_out = 0;
   void* dev_in[kMaxTensors] = {};
   void* dev_out[kMaxTensors] = {};
-  size_t in_offset[kMaxTensors] = {};
   size_t out_offset[kMaxTensors] = {};
 
-  void In(const void* src, size_t bytes) { in[n_in++] = {src, src == nullptr ? 0 : bytes}; }
-  void Out(void* dst, size_t bytes) { out[n_out++] = {dst, dst == nullptr ? 0 : bytes}; }
+  void In(const void* src, HostSpan span) { in[n_in++] = {src, span}; }
+  void Out(void* dst, HostSpan span) { out[n_out++] = {dst, span}; }
   size_t InBytes() const {
     size_t b = 0;
-    for (int i = 0; i < n_in; ++i) b += AlignUp(in[i].bytes);
+    for (int i = 0; i < n_in; ++i) b += AlignUp(in[i].span.StagedBytes());
     return b;
   }
   size_t OutBytes() const {
     size_t b = 0;
-    for (int i = 0; i < n_out; ++i) b += AlignUp(out[i].bytes);
+    for (int i = 0; i < n_out; ++i) b += AlignUp(out[i].span.StagedBytes());
     return b;
   }
 };
+
+// Copies a host tensor into its staging region, row by row where it is padded.
+void PackSpan(std::byte* to, const void* from, const HostSpan& span) {
+  if (!span.Padded()) {
+    std::memcpy(to, from, span.bytes);
+    return;
+  }
+  const auto* src = static_cast<const std::byte*>(from);
+  for (size_t r = 0; r < span.rows; ++r) {
+    std::memcpy(to + r * span.pitch_bytes + span.lead_bytes, src + r * span.row_bytes,
+                span.row_bytes);
+  }
+}
+
+void UnpackSpan(void* to, const std::byte* from, const HostSpan& span) {
+  if (!span.Padded()) {
+    std::memcpy(to, from, span.bytes);
+    return;
+  }
+  auto* dst = static_cast<std::byte*>(to);
+  for (size_t r = 0; r < span.rows; ++r) {
+    std::memcpy(dst + r * span.row_bytes, from + r * span.pitch_bytes + span.lead_bytes,
+                span.row_bytes);
+  }
+}
 
 // ---- per-op adapters: which tensors a problem moves, and its kernel rows
 // --------------------------
@@ -113,19 +159,24 @@ struct LinearScanAdapter {
     }
     return absl::OkStatus();
   }
+  static cuda::StagedLayout LayoutOf(const Options& o, const SeqShape& shape) {
+    return cuda::StagedLayoutOf(shape, o.layout, DTypeSize(o.dtype), o.reverse);
+  }
   static void Collect(const Options& o, const Problem& p, Staged& s) {
-    const size_t n = SeqBytes(p.shape, o.dtype);
-    s.In(p.a, n);
-    s.In(p.x, n);
-    s.In(o.has_b ? p.b : nullptr, n);
-    s.In(o.has_c ? p.c : nullptr, n);
-    s.In(o.has_h0 ? p.h0 : nullptr, RowBytes(p.shape));
-    s.Out(p.y, n);
-    s.Out(o.return_final_state ? p.final_state : nullptr, RowBytes(p.shape));
+    const cuda::StagedLayout l = LayoutOf(o, p.shape);
+    const size_t es = DTypeSize(o.dtype);
+    s.In(p.a, RowsSpan(p.a, p.shape, es, l));
+    s.In(p.x, RowsSpan(p.x, p.shape, es, l));
+    s.In(p.b, RowsSpan(o.has_b ? p.b : nullptr, p.shape, es, l));
+    s.In(p.c, RowsSpan(o.has_c ? p.c : nullptr, p.shape, es, l));
+    s.In(p.h0, PackedSpan(o.has_h0 ? p.h0 : nullptr, RowBytes(p.shape)));
+    s.Out(p.y, RowsSpan(p.y, p.shape, es, l));
+    s.Out(p.final_state,
+          PackedSpan(o.return_final_state ? p.final_state : nullptr, RowBytes(p.shape)));
   }
   static Rows MakeRows(const Options& o, const Problem& p, const Staged* s) {
     Rows r;
-    r.geometry = cuda::RowGeometryOf(p.shape, o.layout);
+    r.geometry = cuda::StagedGeometryOf(p.shape, o.layout, LayoutOf(o, p.shape));
     if (s != nullptr) {
       r.a = s->dev_in[0];
       r.x = s->dev_in[1];
@@ -171,25 +222,29 @@ struct LinearScanBackwardAdapter {
     }
     return absl::OkStatus();
   }
+  // The backward pass runs against the forward's direction.
+  static cuda::StagedLayout LayoutOf(const Options& o, const SeqShape& shape) {
+    return cuda::StagedLayoutOf(shape, o.layout, DTypeSize(o.dtype), !o.reverse);
+  }
   static void Collect(const Options& o, const Problem& p, Staged& s) {
-    const size_t n = SeqBytes(p.shape, o.dtype);
-    s.In(p.a, n);
-    s.In(p.x, n);
-    s.In(p.dy, n);
-    s.In(o.has_b ? p.b : nullptr, n);
-    s.In(o.has_c ? p.c : nullptr, n);
-    s.In(o.has_h0 ? p.h0 : nullptr, RowBytes(p.shape));
-    s.In(o.has_states ? p.states : nullptr,
-         static_cast<size_t>(p.shape.elements()) * sizeof(float));
-    s.Out(p.da, n);
-    s.Out(p.dx, n);
-    s.Out(o.has_b ? p.db : nullptr, n);
-    s.Out(o.has_c ? p.dc : nullptr, n);
-    s.Out(o.has_h0 ? p.dh0 : nullptr, RowBytes(p.shape));
+    const cuda::StagedLayout l = LayoutOf(o, p.shape);
+    const size_t es = DTypeSize(o.dtype);
+    s.In(p.a, RowsSpan(p.a, p.shape, es, l));
+    s.In(p.x, RowsSpan(p.x, p.shape, es, l));
+    s.In(p.dy, RowsSpan(p.dy, p.shape, es, l));
+    s.In(p.b, RowsSpan(o.has_b ? p.b : nullptr, p.shape, es, l));
+    s.In(p.c, RowsSpan(o.has_c ? p.c : nullptr, p.shape, es, l));
+    s.In(p.h0, PackedSpan(o.has_h0 ? p.h0 : nullptr, RowBytes(p.shape)));
+    s.In(p.states, RowsSpan(o.has_states ? p.states : nullptr, p.shape, sizeof(float), l));
+    s.Out(p.da, RowsSpan(p.da, p.shape, es, l));
+    s.Out(p.dx, RowsSpan(p.dx, p.shape, es, l));
+    s.Out(p.db, RowsSpan(o.has_b ? p.db : nullptr, p.shape, es, l));
+    s.Out(p.dc, RowsSpan(o.has_c ? p.dc : nullptr, p.shape, es, l));
+    s.Out(p.dh0, PackedSpan(o.has_h0 ? p.dh0 : nullptr, RowBytes(p.shape)));
   }
   static Rows MakeRows(const Options& o, const Problem& p, const Staged* s) {
     Rows r;
-    r.geometry = cuda::RowGeometryOf(p.shape, o.layout);
+    r.geometry = cuda::StagedGeometryOf(p.shape, o.layout, LayoutOf(o, p.shape));
     if (s != nullptr) {
       r.a = s->dev_in[0];
       r.x = s->dev_in[1];
@@ -235,14 +290,18 @@ struct AssociativeScanAdapter {
     }
     return absl::OkStatus();
   }
+  static cuda::StagedLayout LayoutOf(const Options& o, const SeqShape& shape) {
+    return cuda::StagedLayoutOf(shape, o.layout, DTypeSize(o.dtype), o.reverse);
+  }
   static void Collect(const Options& o, const Problem& p, Staged& s) {
-    const size_t n = SeqBytes(p.shape, o.dtype);
-    s.In(p.x, n);
-    s.Out(p.y, n);
+    const cuda::StagedLayout l = LayoutOf(o, p.shape);
+    const size_t es = DTypeSize(o.dtype);
+    s.In(p.x, RowsSpan(p.x, p.shape, es, l));
+    s.Out(p.y, RowsSpan(p.y, p.shape, es, l));
   }
   static Rows MakeRows(const Options& o, const Problem& p, const Staged* s) {
     Rows r;
-    r.geometry = cuda::RowGeometryOf(p.shape, o.layout);
+    r.geometry = cuda::StagedGeometryOf(p.shape, o.layout, LayoutOf(o, p.shape));
     if (s != nullptr) {
       r.x = s->dev_in[0];
       r.y = s->dev_out[0];
@@ -509,16 +568,18 @@ absl::Status CudaBackend::RunChunk(PoolStreamContext& ctx, const typename A::Opt
   for (size_t i = 0; i < n; ++i) {
     Staged& st = staged[i];
     for (int k = 0; k < st.n_in; ++k) {
-      if (st.in[k].bytes == 0) continue;
-      std::memcpy(*host + in_at, st.in[k].src, st.in[k].bytes);
-      st.dev_in[k] = *dev + in_at;
-      in_at += AlignUp(st.in[k].bytes);
+      const HostSpan& span = st.in[k].span;
+      if (span.bytes == 0) continue;
+      PackSpan(*host + in_at, st.in[k].src, span);
+      st.dev_in[k] = *dev + in_at + span.lead_bytes;
+      in_at += AlignUp(span.StagedBytes());
     }
     for (int k = 0; k < st.n_out; ++k) {
-      if (st.out[k].bytes == 0) continue;
-      st.dev_out[k] = *dev + out_at;
+      const HostSpan& span = st.out[k].span;
+      if (span.bytes == 0) continue;
+      st.dev_out[k] = *dev + out_at + span.lead_bytes;
       st.out_offset[k] = out_at;
-      out_at += AlignUp(st.out[k].bytes);
+      out_at += AlignUp(span.StagedBytes());
     }
     rows[i] = A::MakeRows(options, problems[i], &st);
   }
@@ -543,8 +604,8 @@ absl::Status CudaBackend::RunChunk(PoolStreamContext& ctx, const typename A::Opt
   for (size_t i = 0; i < n; ++i) {
     const Staged& st = staged[i];
     for (int k = 0; k < st.n_out; ++k) {
-      if (st.out[k].bytes == 0) continue;
-      std::memcpy(st.out[k].dst, *host + st.out_offset[k], st.out[k].bytes);
+      if (st.out[k].span.bytes == 0) continue;
+      UnpackSpan(st.out[k].dst, *host + st.out_offset[k], st.out[k].span);
     }
   }
   return absl::OkStatus();

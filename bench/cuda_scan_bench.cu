@@ -10,7 +10,9 @@
 // many launches, each between two CUDA events, queued behind a spin kernel so that host launch
 // gaps stay out of them, after warm-up, rotating over input sets that
 // together exceed the L2 several times. One row of each case is checked against a float64
-// recurrence on the host, so a fast wrong kernel cannot pass unnoticed.
+// recurrence on the host, so a fast wrong kernel cannot pass unnoticed. Cases marked "staged" run
+// the rows laid out as the backend stages them (unaligned rows padded to a 16-byte pitch, see
+// sc::StagedLayoutOf) beside the same case on packed rows.
 //
 // Usage: cuda_scan_bench [--json PATH] [--runs N] [--only SUBSTRING]
 #include <cuda_bf16.h>
@@ -177,14 +179,29 @@ struct Case {
   double goal_ms;    // the issue's goal, 0 when it sets none in milliseconds
   double goal_frac;  // the issue's goal as a fraction of the floor, 0 when none
   std::string name;
+  // Rows laid out as the CUDA backend stages them (sc::StagedLayoutOf: unaligned rows padded to a
+  // 16-byte pitch) rather than packed.
+  bool staged = false;
 };
+
+// The layout of one request's sequence tensors: packed, or as the backend stages them.
+sc::StagedLayout LayoutOf(const Case& c) {
+  if (!c.staged) return {c.shape.length, 0};
+  const bool right_to_left = c.op == Op::kBackward || c.op == Op::kBackwardStates;
+  return sc::StagedLayoutOf(c.shape, Layout::kBDL, DTypeSize(c.dtype), right_to_left);
+}
+
+sc::RowGeometry GeometryOf(const Case& c) {
+  return sc::StagedGeometryOf(c.shape, Layout::kBDL, LayoutOf(c));
+}
 
 // Inputs and outputs of one launch: tensors of every request, each request's tensors starting at a
 // 256-byte boundary as the backend's staging places them.
 struct Tensors {
   int n_in = 0;
   int n_out = 0;
-  int64_t seq_elems = 0;  // elements of one request's sequence tensor
+  int64_t seq_elems = 0;  // elements of one request's sequence tensor (padding included)
+  int64_t pitch = 0;      // elements from one row to the next
   void* base = nullptr;
   std::vector<std::vector<void*>> in;   // [request][k]
   std::vector<std::vector<void*>> out;  // [request][k]
@@ -254,7 +271,7 @@ AssociativeScanOptions AddOptions(const Case& c) {
 std::vector<sc::LinearScanRows> LinearRows(const Case& c, const Tensors& t) {
   std::vector<sc::LinearScanRows> rows(c.requests);
   for (int r = 0; r < c.requests; ++r) {
-    rows[r].geometry = sc::RowGeometryOf(c.shape, Layout::kBDL);
+    rows[r].geometry = GeometryOf(c);
     rows[r].a = t.in[r][0];
     rows[r].x = t.in[r][1];
     rows[r].y = t.out[r][0];
@@ -264,7 +281,7 @@ std::vector<sc::LinearScanRows> LinearRows(const Case& c, const Tensors& t) {
 std::vector<sc::LinearScanBackwardRows> BackwardRows(const Case& c, const Tensors& t) {
   std::vector<sc::LinearScanBackwardRows> rows(c.requests);
   for (int r = 0; r < c.requests; ++r) {
-    rows[r].geometry = sc::RowGeometryOf(c.shape, Layout::kBDL);
+    rows[r].geometry = GeometryOf(c);
     rows[r].a = t.in[r][0];
     rows[r].x = t.in[r][1];
     rows[r].dy = t.in[r][2];
@@ -277,7 +294,7 @@ std::vector<sc::LinearScanBackwardRows> BackwardRows(const Case& c, const Tensor
 std::vector<sc::AssociativeScanRows> AddRows(const Case& c, const Tensors& t) {
   std::vector<sc::AssociativeScanRows> rows(c.requests);
   for (int r = 0; r < c.requests; ++r) {
-    rows[r].geometry = sc::RowGeometryOf(c.shape, Layout::kBDL);
+    rows[r].geometry = GeometryOf(c);
     rows[r].x = t.in[r][0];
     rows[r].y = t.out[r][0];
   }
@@ -342,7 +359,9 @@ int Launch(const Case& c, const Tensors& t, const Prepared& p, cudaStream_t s) {
 Tensors MakeTensors(const Case& c, uint32_t seed) {
   Tensors t;
   TensorCounts(c.op, &t.n_in, &t.n_out);
-  t.seq_elems = c.shape.elements();
+  const sc::StagedLayout layout = LayoutOf(c);
+  t.seq_elems = c.shape.rows() * layout.pitch;
+  t.pitch = layout.pitch;
   const size_t e = DTypeSize(c.dtype);
   const size_t seq = AlignUp(static_cast<size_t>(t.seq_elems) * e, 256);
   const size_t states = AlignUp(static_cast<size_t>(t.seq_elems) * 4, 256);
@@ -356,7 +375,7 @@ Tensors MakeTensors(const Case& c, uint32_t seed) {
   for (int r = 0; r < c.requests; ++r) {
     for (int k = 0; k < t.n_in; ++k) {
       const bool is_states = with_states && k == 3;
-      t.in[r].push_back(at);
+      t.in[r].push_back(at + layout.lead * (is_states ? 4 : e));
       if (is_states) {
         FillDevice(at, DType::kFloat32, t.seq_elems, seed + 97 * r + k, -1.0f, 1.0f);
       } else if (k == 0 && c.op != Op::kAssociativeAdd) {
@@ -367,7 +386,7 @@ Tensors MakeTensors(const Case& c, uint32_t seed) {
       at += is_states ? states : seq;
     }
     for (int k = 0; k < t.n_out; ++k) {
-      t.out[r].push_back(at);
+      t.out[r].push_back(at + layout.lead * e);
       CHECK_CUDA(cudaMemset(at, 0xff, seq));  // NaN poison: unwritten outputs fail the check
       at += seq;
     }
@@ -392,7 +411,7 @@ void FreeTensors(Tensors& t) {
 double CheckRow(const Case& c, const Tensors& t) {
   const int r = c.requests - 1;
   const int64_t L = c.shape.length;
-  const int64_t first = t.seq_elems - L;
+  const int64_t first = (c.shape.rows() - 1) * t.pitch;
   double worst = 0;
   auto gap = [](double got, double want) -> double {
     if (std::isnan(got)) return HUGE_VAL;
@@ -533,6 +552,13 @@ std::vector<Case> Cases() {
     Case c{op, dt, s, req, goal_ms, goal_frac, ""};
     c.name = std::string(OpName(op)) + " " + std::string(DTypeName(dt)) + " " + ShapeText(c);
     cs.push_back(c);
+    // The same case staged as the backend stages it, where that differs from packed rows.
+    c.staged = true;
+    const sc::StagedLayout l = LayoutOf(c);
+    if (s.rows() > 1 && (l.pitch != s.length || l.lead != 0)) {
+      c.name += " staged";
+      cs.push_back(c);
+    }
   };
   const DType f32 = DType::kFloat32;
   const DType bf16 = DType::kBFloat16;
@@ -614,7 +640,7 @@ int main(int argc, char** argv) {
     for (const Row& o : rows) {
       const int64_t M = o.c.shape.length;
       if (o.c.op == row.c.op && o.c.dtype == row.c.dtype && o.c.requests == row.c.requests &&
-          o.c.shape.batch == row.c.shape.batch && o.c.shape.dim == row.c.shape.dim &&
+          o.c.shape.batch == row.c.shape.batch && o.c.shape.dim == row.c.shape.dim && !o.c.staged &&
           (M & (M - 1)) == 0 && (M == L - 1 || M == L + 1)) {
         return o.r.floor_ms / o.r.ms;
       }
@@ -664,14 +690,15 @@ int main(int argc, char** argv) {
                    "%s\n {\"name\": \"%s\", \"op\": \"%s\", \"dtype\": \"%s\", \"requests\": %d, "
                    "\"B\": %lld, \"D\": %lld, \"L\": %lld, \"median_ms\": %.6f, "
                    "\"floor_ms\": %.6f, \"fraction_of_floor\": %.4f, \"goal_ms\": %.4f, "
-                   "\"goal_fraction\": %.2f, \"check\": %.3e, \"runs\": %d, \"sets\": %d}",
+                   "\"goal_fraction\": %.2f, \"check\": %.3e, \"runs\": %d, \"sets\": %d, "
+                   "\"staged\": %s}",
                    i ? "," : "", row.c.name.c_str(), OpName(row.c.op),
                    std::string(DTypeName(row.c.dtype)).c_str(), row.c.requests,
                    static_cast<long long>(row.c.shape.batch),
                    static_cast<long long>(row.c.shape.dim),
                    static_cast<long long>(row.c.shape.length), row.r.ms, row.r.floor_ms,
                    row.r.floor_ms / row.r.ms, row.c.goal_ms, row.c.goal_frac, row.r.check,
-                   row.r.runs, row.r.sets);
+                   row.r.runs, row.r.sets, row.c.staged ? "true" : "false");
     }
     std::fprintf(f, "\n]}\n");
     std::fclose(f);

@@ -177,8 +177,9 @@ struct Span {
 struct Unit {
   bool valid;
   bool walk;
-  // The unit's tile lies wholly inside its row: every thread of the unit holds kIpt items, so the
-  // scans can skip the bookkeeping of empty threads (with the same operations on the same values).
+  // Every thread of the unit holds at least one item (all but the last kIpt), so the scans can
+  // skip the bookkeeping of empty threads (with the same operations on the same values): true for
+  // tiles inside their row and for a last tile short of at most kIpt - 1 items (rows of 2^k - 1).
   bool full;
   int unit_threads;
   int64_t row;
@@ -207,7 +208,7 @@ __device__ __forceinline__ void PlaceSpan(const GroupDesc& g, Unit& u) {
   const int64_t tile_items = int64_t{g.unit_threads} * kIpt;
   const int64_t tile_start = u.tile * tile_items;
   const int64_t n_tile = u.valid ? min(tile_items, g.length - tile_start) : 0;
-  u.full = n_tile == tile_items;
+  u.full = n_tile > tile_items - kIpt;
   const int seg_lanes = min(g.unit_threads, 32);
   const int li = lane & (seg_lanes - 1);
   const int seg_index = in_unit >> (__ffs(seg_lanes) - 1);

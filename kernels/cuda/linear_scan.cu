@@ -112,13 +112,12 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
   }
 }
 
-// A walked row's last tile holding at most this many steps (rows of 2^k + 1 and the like) is run
-// by ForwardTail; more would need registers that the walk's hot loop cannot spare.
-constexpr int kShortTail = 4;
+constexpr int kShortTail = device::Tuning::kShortTail;
 
-// That last tile, run on from the carry by the unit's first thread alone. ForwardTile would give
-// that thread all of the tile's items and the others none, so this is the same arithmetic in the
-// same order, without a tile's loads through staging, its scans and its barriers for a step or two.
+// A walked row's last tile of at most kShortTail steps (scan_tuning.h), run on from the carry by
+// the unit's first thread alone. ForwardTile would give that thread all of the tile's items and the
+// others none, so this is the same arithmetic in the same order, without a tile's loads through
+// staging, its scans and its barriers for a step or two.
 template <typename T>
 __device__ __forceinline__ void ForwardTail(const GroupDesc& g, const Unit& u, const LinearFlags& f,
                                             const RowView& view, const Maybe<Pair>& carry) {
@@ -401,7 +400,7 @@ void FillForward(GroupDesc& d, const LinearScanRows& r) {
 }
 
 plan::SplitPlan PlanForward(std::span<const LinearScanRows> rows, GroupDesc* out) {
-  return plan::PlanSplit(rows, out, FillForward);
+  return plan::PlanSplit(rows, out, FillForward, kShortTail);
 }
 
 // Recomputed states of the backward pass: one 256-byte aligned float32 region per group, at the

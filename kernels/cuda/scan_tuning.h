@@ -58,6 +58,10 @@ struct RowScan {
   // tiles ahead) measured 3% slower with it and does not prefetch.
   static constexpr int kAssocLookbackPrefetchTiles = 396;
   static constexpr int kMinBlocksPerSmBackward = 2;
+  // linear_scan's forward kernel runs a row's last tile of at most this many steps on one thread
+  // (rows of 2^k + 1 and the like), and its plan lets a row that many steps past a unit's tile keep
+  // that unit; more steps would need registers that the walk's hot loop cannot spare.
+  static constexpr int kShortTail = 4;
 };
 
 }  // namespace scanserve::cuda::tuning

@@ -7,6 +7,7 @@
 // u[k+1] = a[k+1] * dh[k+1], so dh[k] = g[k] + u[k+1] and dh0 = u[0].
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstring>
 
 #include "cuda/row_scan_plan.h"
@@ -40,6 +41,8 @@ struct LinearFlags {
   bool has_h0;
   bool reverse;
   bool final_state;
+  // Walks prefetch their next tile into L2 (WalksPrefetch).
+  bool prefetch;
 };
 
 // One tile of linear_scan: loads, scans and stores the unit's items.
@@ -193,9 +196,10 @@ __global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBl
     // The short last tile runs after the loop, which keeps the loop itself as it was: a check in
     // it cost other walked rows up to 1.4% (H200, bf16).
     const int64_t steps = short_tail ? tiles - 1 : tiles;
+    const int64_t prefetch_steps = f.prefetch ? steps - 1 : 0;
     for (int64_t step = 0; step < steps; ++step) {
       if (step > 0) device::NextTile(g, u);
-      if (step + 1 < steps) {
+      if (step < prefetch_steps) {
         for (int k = 0; k < 4; ++k) {
           if (k == 2 && !f.has_b) continue;
           if (k == 3 && !f.has_c) continue;
@@ -209,6 +213,148 @@ __global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBl
       ForwardTail<T>(g, u, f, view, carry);
     }
   }
+}
+
+// ---- look-back rows through shared memory -------------------------------------------------------
+//
+// A look-back row runs one tile per block. LinearScanKernel<T, true> holds the tile's items in
+// registers through the look-back, so only two blocks share an SM and each block's start, ticket
+// and wait for its predecessors stand bare (a (1, 1, 2^24) row ran at a third of the copy floor).
+// This variant lands the tile in shared memory with asynchronous 16-byte copies, folds, looks
+// back, then reads its items again: far fewer live registers, so more blocks share an SM and hide
+// each other's latency. Each thread holds the same items and performs the same operations in the
+// same order as ForwardTile<T, true>, so the bits do not depend on which variant runs a row. It
+// runs launches whose look-back rows are all contiguous, left to right, 16-byte aligned, and read
+// only a and x (StagedLookbackFits).
+
+// 16-byte chunks of one thread's items, and where chunk c of a tile sits in shared memory: the XOR
+// spreads the chunks that the lanes of an 8-lane phase read at once (lane t reads chunk
+// t * kChunksPerThread + j) over distinct banks, and keeps every aligned run of 8 chunks (what
+// the coalesced copies move) a permutation of itself.
+template <typename T>
+constexpr int kChunksPerThread = kIpt* static_cast<int>(sizeof(T)) / 16;
+template <typename T>
+__device__ __forceinline__ int StagedChunk(int c) {
+  return c ^ ((c >> 3) & (kChunksPerThread<T> - 1));
+}
+
+__device__ __forceinline__ void CopyChunkAsync(uint4* dst, const uint4* src) {
+  const unsigned to = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(to), "l"(src) : "memory");
+}
+
+__device__ __forceinline__ void AwaitChunks() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+// Steps [0, n) of a tile from global `src` (16-byte aligned) into shared `tile`, chunk-swizzled.
+template <typename T>
+__device__ __forceinline__ void StageTileIn(const T* __restrict__ src, int n, uint4* tile) {
+  constexpr int kChunkItems = 16 / sizeof(T);
+  const int whole = n / kChunkItems;
+  const auto* chunks = reinterpret_cast<const uint4*>(src);
+  for (int c = threadIdx.x; c < whole; c += kThreads) {
+    CopyChunkAsync(tile + StagedChunk<T>(c), chunks + c);
+  }
+  const int rest = n - whole * kChunkItems;
+  if (static_cast<int>(threadIdx.x) < rest) {
+    reinterpret_cast<T*>(tile + StagedChunk<T>(whole))[threadIdx.x] =
+        src[whole * kChunkItems + threadIdx.x];
+  }
+}
+
+// This thread's kIpt items of a staged tile, as floats.
+template <typename T>
+__device__ __forceinline__ void ReadStagedItems(const uint4* tile, float (&out)[kIpt]) {
+  constexpr int kChunkItems = 16 / sizeof(T);
+#pragma unroll
+  for (int j = 0; j < kChunksPerThread<T>; ++j) {
+    const uint4 raw = tile[StagedChunk<T>(threadIdx.x * kChunksPerThread<T> + j)];
+    T v[kChunkItems];
+    memcpy(v, &raw, 16);
+#pragma unroll
+    for (int i = 0; i < kChunkItems; ++i) out[j * kChunkItems + i] = device::Elem<T>::Load(v[i]);
+  }
+}
+
+// Writes this thread's kIpt results, converted to T, over its own chunks of a staged tile.
+template <typename T>
+__device__ __forceinline__ void WriteStagedItems(uint4* tile, const float (&in)[kIpt]) {
+  constexpr int kChunkItems = 16 / sizeof(T);
+#pragma unroll
+  for (int j = 0; j < kChunksPerThread<T>; ++j) {
+    T v[kChunkItems];
+#pragma unroll
+    for (int i = 0; i < kChunkItems; ++i) v[i] = device::Elem<T>::Store(in[j * kChunkItems + i]);
+    uint4 raw;
+    memcpy(&raw, v, 16);
+    tile[StagedChunk<T>(threadIdx.x * kChunksPerThread<T> + j)] = raw;
+  }
+}
+
+// Steps [0, n) of a staged tile out to global `dst` (16-byte aligned), coalesced.
+template <typename T>
+__device__ __forceinline__ void StageTileOut(const uint4* tile, int n, T* __restrict__ dst) {
+  constexpr int kChunkItems = 16 / sizeof(T);
+  const int whole = n / kChunkItems;
+  auto* chunks = reinterpret_cast<uint4*>(dst);
+  for (int c = threadIdx.x; c < whole; c += kThreads) chunks[c] = tile[StagedChunk<T>(c)];
+  const int rest = n - whole * kChunkItems;
+  if (static_cast<int>(threadIdx.x) < rest) {
+    dst[whole * kChunkItems + threadIdx.x] =
+        reinterpret_cast<const T*>(tile + StagedChunk<T>(whole))[threadIdx.x];
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmStagedLookback)
+    LinearScanStagedLookbackKernel(const GroupDesc* __restrict__ groups, LinearFlags f,
+                                   LookbackTemp lb) {
+  constexpr int kTileItems = kThreads * kIpt;
+  constexpr int kTileChunks = kTileItems * static_cast<int>(sizeof(T)) / 16;
+  __shared__ ScanShared<Pair> sh;
+  __shared__ uint4 tile_a[kTileChunks];
+  __shared__ uint4 tile_x[kTileChunks];
+  device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
+  const GroupDesc& g = sh.desc;
+  const Unit u = device::MakeUnit(g, sh.vblock);
+  const int64_t tile_start = u.tile * kTileItems;
+  const int n = static_cast<int>(min(int64_t{kTileItems}, g.length - tile_start));
+  const int64_t at = u.offset + tile_start;
+  StageTileIn(static_cast<const T*>(g.in[0]) + at, n, tile_a);
+  StageTileIn(static_cast<const T*>(g.in[1]) + at, n, tile_x);
+  AwaitChunks();
+  __syncthreads();
+
+  const int count = u.span.count;
+  float av[kIpt];
+  float hv[kIpt];
+  ReadStagedItems<T>(tile_a, av);
+  ReadStagedItems<T>(tile_x, hv);
+  Pair mine{av[0], hv[0]};
+#pragma unroll
+  for (int i = 1; i < kIpt; ++i) {
+    if (i < count) mine = {mine.a * av[i], fmaf(av[i], mine.b, hv[i])};
+  }
+  Maybe<Pair> carry{Pair{}, false};
+  // Its barrier also keeps the reads above before any thread's results land in tile_a below.
+  const Maybe<Pair> prefix =
+      device::ThreadPrefix<true, LinearOp>(mine, count > 0, u, sh, lb, carry);
+
+  ReadStagedItems<T>(tile_a, av);
+  ReadStagedItems<T>(tile_x, hv);
+  const float h0 = f.has_h0 ? g.h0[u.row] : 0.0f;
+  float h = h0;
+  if (prefix.has) h = f.has_h0 ? fmaf(prefix.v.a, h0, prefix.v.b) : prefix.v.b;
+#pragma unroll
+  for (int i = 0; i < kIpt; ++i) {
+    if (i < count) {
+      h = fmaf(av[i], h, hv[i]);
+      hv[i] = h;
+    }
+  }
+  if (f.final_state && count > 0 && u.span.s + count == g.length) g.row_out[u.row] = h;
+  WriteStagedItems<T>(tile_a, hv);
+  __syncthreads();
+  StageTileOut(tile_a, n, static_cast<T*>(g.out[0]) + at);
 }
 
 // One tile of linear_scan_backward.
@@ -310,9 +456,9 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackw
 }
 
 template <typename T>
-cudaError_t Enqueue(bool backward, bool lookback, bool single_tile, bool padded, int64_t blocks,
-                    cudaStream_t stream, const GroupDesc* d, const LinearFlags& f,
-                    const LookbackTemp& lb) {
+cudaError_t Enqueue(bool backward, bool lookback, bool staged_lookback, bool single_tile,
+                    bool padded, int64_t blocks, cudaStream_t stream, const GroupDesc* d,
+                    const LinearFlags& f, const LookbackTemp& lb) {
   const dim3 grid(static_cast<unsigned>(blocks));
   if (backward) {
     if (lookback) {
@@ -321,7 +467,9 @@ cudaError_t Enqueue(bool backward, bool lookback, bool single_tile, bool padded,
       LinearScanBackwardKernel<T, false><<<grid, kThreads, 0, stream>>>(d, f, lb);
     }
   } else {
-    if (lookback) {
+    if (lookback && staged_lookback) {
+      LinearScanStagedLookbackKernel<T><<<grid, kThreads, 0, stream>>>(d, f, lb);
+    } else if (lookback) {
       LinearScanKernel<T, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
     } else if (single_tile) {
       if (padded) {
@@ -339,8 +487,10 @@ cudaError_t Enqueue(bool backward, bool lookback, bool single_tile, bool padded,
 }
 
 // Enqueues both parts of a split plan: look-back reset, then the kernel variant of each part.
+// `staged_lookback`: the forward look-back rows suit LinearScanStagedLookbackKernel.
 cudaError_t EnqueueSplit(DType dtype, bool backward, const plan::SplitPlan& p, cudaStream_t stream,
-                         const GroupDesc* d, void* temp, LinearFlags f) {
+                         const GroupDesc* d, void* temp, LinearFlags f,
+                         bool staged_lookback = false) {
   int64_t first = 0;
   for (int k = 0; k < 2; ++k) {
     const plan::BatchPlan& part = p.part[k];
@@ -358,16 +508,16 @@ cudaError_t EnqueueSplit(DType dtype, bool backward, const plan::SplitPlan& p, c
     const bool padded = !backward && !lookback && !f.reverse && part.padded;
     switch (dtype) {
       case DType::kFloat32:
-        err = Enqueue<float>(backward, lookback, single, padded, part.blocks, stream, d + first, f,
-                             lb);
+        err = Enqueue<float>(backward, lookback, staged_lookback, single, padded, part.blocks,
+                             stream, d + first, f, lb);
         break;
       case DType::kFloat16:
-        err = Enqueue<__half>(backward, lookback, single, padded, part.blocks, stream, d + first, f,
-                              lb);
+        err = Enqueue<__half>(backward, lookback, staged_lookback, single, padded, part.blocks,
+                              stream, d + first, f, lb);
         break;
       case DType::kBFloat16:
-        err = Enqueue<__nv_bfloat16>(backward, lookback, single, padded, part.blocks, stream,
-                                     d + first, f, lb);
+        err = Enqueue<__nv_bfloat16>(backward, lookback, staged_lookback, single, padded,
+                                     part.blocks, stream, d + first, f, lb);
         break;
       case DType::kInt32:
       case DType::kInt64:
@@ -401,6 +551,79 @@ void FillForward(GroupDesc& d, const LinearScanRows& r) {
 
 plan::SplitPlan PlanForward(std::span<const LinearScanRows> rows, GroupDesc* out) {
   return plan::PlanSplit(rows, out, FillForward, kShortTail);
+}
+
+// Whether the pointer and every row and batch stride of `g` keep a tensor's rows 16-byte aligned.
+bool RowsAligned(const RowGeometry& g, const void* p, int64_t es) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  const bool many_dims = g.dim > 1 && g.rows > 1;
+  const bool many_batches = g.rows > g.dim;
+  if (many_dims && g.row_stride * es % 16 != 0) return false;
+  return !(many_batches && g.batch_stride * es % 16 != 0);
+}
+
+// Peak DRAM bandwidth per SM (GB/s) above which walks of rows that load as 16-byte units still
+// gain from the L2 prefetch: their two blocks per SM keep too few bytes in flight on their own.
+// H100 SXM (3.35 TB/s peak, 25 GB/s per SM): float32 (8, 1536, 65536) 3.24 ms (99% of the copy
+// floor) without it, 3.52 with; H200 (4.9 TB/s, 37 per SM): 2.61 without, 2.47 with.
+constexpr double kPrefetchAlignedGBpsPerSm = 30;
+
+bool DeviceNeedsAlignedPrefetch() {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return true;
+  // 0: not known yet, 1: no, 2: yes; devices past the table ask each time.
+  static std::atomic<int> known[64];
+  if (device < 64 && known[device].load(std::memory_order_relaxed) != 0) {
+    return known[device].load(std::memory_order_relaxed) == 2;
+  }
+  int clock_khz = 0;
+  int bus_bits = 0;
+  int sms = 0;
+  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      sms <= 0) {
+    return true;
+  }
+  const double gbps_per_sm = 2.0 * clock_khz * 1e3 * (bus_bits / 8) / 1e9 / sms;
+  const bool needs = gbps_per_sm > kPrefetchAlignedGBpsPerSm;
+  if (device < 64) known[device].store(needs ? 2 : 1, std::memory_order_relaxed);
+  return needs;
+}
+
+// Whether a forward launch's walks prefetch their next tile into L2: always for 16-bit types and
+// for rows that take the scalar load path (more instructions per byte, so fewer bytes in flight),
+// and for aligned float32 rows where DeviceNeedsAlignedPrefetch says so.
+bool WalksPrefetch(const LinearScanOptions& o, std::span<const LinearScanRows> rows) {
+  const auto es = static_cast<int64_t>(DTypeSize(o.dtype));
+  if (es != 4) return true;
+  for (const LinearScanRows& r : rows) {
+    const RowGeometry& g = r.geometry;
+    if (g.step_stride != 1) continue;  // BLD rows are not prefetched
+    if (!RowsAligned(g, r.a, es) || !RowsAligned(g, r.x, es) || !RowsAligned(g, r.y, es) ||
+        (o.has_b && !RowsAligned(g, r.b, es)) || (o.has_c && !RowsAligned(g, r.c, es))) {
+      return true;
+    }
+  }
+  return DeviceNeedsAlignedPrefetch();
+}
+
+// Whether every look-back row of a forward launch suits LinearScanStagedLookbackKernel: read left
+// to right from a and x only, each row contiguous, and every tile of it (kTileItems steps, a
+// multiple of 16 bytes) starting 16-byte aligned in a, x and y.
+bool StagedLookbackFits(const LinearScanOptions& o, std::span<const LinearScanRows> rows) {
+  if (o.reverse || o.has_b || o.has_c) return false;
+  const auto es = static_cast<int64_t>(DTypeSize(o.dtype));
+  if (es != 2 && es != 4) return false;
+  for (const LinearScanRows& r : rows) {
+    const RowGeometry& g = r.geometry;
+    if (!plan::NeedsLookback(g, kShortTail)) continue;
+    if (g.step_stride != 1 || r.y == nullptr) return false;
+    if (!RowsAligned(g, r.a, es) || !RowsAligned(g, r.x, es) || !RowsAligned(g, r.y, es)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 // Recomputed states of the backward pass: one 256-byte aligned float32 region per group, at the
@@ -450,9 +673,17 @@ void LinearScanDescribe(const LinearScanOptions& /*o*/, std::span<const LinearSc
 int LinearScanLaunch(const LinearScanOptions& o, std::span<const LinearScanRows> rows,
                      const void* device_descriptors, void* temp, void* stream) {
   const plan::SplitPlan p = PlanForward(rows, nullptr);
-  const LinearFlags f{0, false, o.has_b, o.has_c, o.has_h0, o.reverse, o.return_final_state};
+  const LinearFlags f{0,
+                      false,
+                      o.has_b,
+                      o.has_c,
+                      o.has_h0,
+                      o.reverse,
+                      o.return_final_state,
+                      WalksPrefetch(o, rows)};
   return EnqueueSplit(o.dtype, false, p, static_cast<cudaStream_t>(stream),
-                      static_cast<const GroupDesc*>(device_descriptors), temp, f);
+                      static_cast<const GroupDesc*>(device_descriptors), temp, f,
+                      StagedLookbackFits(o, rows));
 }
 
 LaunchSizes LinearScanBackwardSizes(const LinearScanBackwardOptions& o,
@@ -506,11 +737,11 @@ int LinearScanBackwardLaunch(const LinearScanBackwardOptions& o,
   const auto* desc = static_cast<const GroupDesc*>(device_descriptors);
   void* lookback = static_cast<char*>(temp) + StatesBytes(o, rows);
   if (!o.has_states) {
-    const LinearFlags f{0, false, o.has_b, false, o.has_h0, o.reverse, false};
+    const LinearFlags f{0, false, o.has_b, false, o.has_h0, o.reverse, false, true};
     const cudaError_t err = EnqueueSplit(o.dtype, false, p, s, desc + p.groups(), lookback, f);
     if (err != cudaSuccess) return err;
   }
-  const LinearFlags f{0, false, o.has_b, o.has_c, o.has_h0, o.reverse, false};
+  const LinearFlags f{0, false, o.has_b, o.has_c, o.has_h0, o.reverse, false, true};
   return EnqueueSplit(o.dtype, true, p, s, desc, lookback, f);
 }
 

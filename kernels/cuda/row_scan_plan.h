@@ -141,12 +141,11 @@ inline bool NeedsLookback(const RowGeometry& g, int short_tail = 0) {
 
 constexpr size_t AlignUp(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-// Temp storage of the look-back: a block ticket counter, then two 16-byte words per slot (the
-// tile's aggregate and its window prefix), each a value and its ready flag written together, so
-// that one load both sees the flag and reads the value. All of it is zeroed before each launch.
+// Temp storage of the look-back: a block ticket counter, then one 16-byte word per slot (a tile's
+// value and its status written together, so that one load both sees the status and reads the
+// value). All of it is zeroed before each launch.
 struct LookbackLayout {
-  size_t agg_offset = 256;
-  size_t inc_offset = 0;
+  size_t words_offset = 256;
   size_t zero_bytes = 0;
   size_t total_bytes = 0;
 };
@@ -154,9 +153,7 @@ struct LookbackLayout {
 inline LookbackLayout LookbackLayoutFor(int64_t slots) {
   LookbackLayout l;
   if (slots <= 0) return l;
-  const size_t n = static_cast<size_t>(slots);
-  l.inc_offset = l.agg_offset + AlignUp(n * 16, 256);
-  l.total_bytes = l.inc_offset + AlignUp(n * 16, 256);
+  l.total_bytes = l.words_offset + AlignUp(static_cast<size_t>(slots) * 16, 256);
   l.zero_bytes = l.total_bytes;
   return l;
 }

@@ -9,9 +9,9 @@
 //   3. a left fold over the warps of the unit (units wider than a warp);
 //   4. for rows of several tiles, either the composition of the row's earlier tiles, carried in
 //      registers by the one block that walks them in order (rows of up to kWalkMaxTiles tiles, or
-//      of any length in groups of at least kWalkAnyLengthRows rows), or a look-back over the tiles
-//      before it in its window of kLookbackWindow tiles (a fixed tree over fixed lanes) plus the
-//      previous window's prefix (the other rows);
+//      of any length in groups of at least kWalkAnyLengthRows rows), or a look-back (the other
+//      rows) that yields the left fold of the tiles' aggregates before it, however far its
+//      predecessors had got;
 //   5. each thread then re-runs its recurrence from the state entering it.
 // Loads and stores go through shared memory per warp: as coalesced 16-byte units where a warp's
 // segment is contiguous, full and aligned, else as coalesced scalars. Both give the same values in
@@ -38,7 +38,7 @@ constexpr int kIpt = Tuning::kItemsPerThread;
 constexpr int kWarps = kThreads / 32;
 constexpr unsigned kFull = 0xffffffffu;
 static_assert(kThreads % 32 == 0 && (kThreads & (kThreads - 1)) == 0);
-static_assert(Tuning::kLookbackWindow % 32 == 0);
+static_assert(Tuning::kLookbackRange % 32 == 0);
 
 // ---- element types: storage T, compute type C -------------------------------------------------
 
@@ -277,7 +277,9 @@ __device__ __forceinline__ void PrefetchRowL2(const T* row, const RowView& v, in
 // A walking unit's next tile (or the tile `ahead` tiles on) of one sequence tensor (`row`: the
 // row's step 0 in it) to L2, issued by the unit's first thread. Without it each tile's loads wait
 // out a DRAM round trip with nothing else in flight (two blocks per SM); with it they find the tile
-// on chip (H200: forward walks 4-15% faster, bf16 the most; associative walks 15%).
+// on chip (H200: forward walks 4-15% faster, bf16 the most; associative walks 15%). Aligned
+// float32 forward walks skip it where linear_scan.cu's WalksPrefetch says it costs more than it
+// saves.
 template <typename T>
 __device__ __forceinline__ void PrefetchNextTile(const GroupDesc& g, const Unit& u,
                                                  const RowView& v, const T* row, int ahead = 1) {
@@ -584,13 +586,18 @@ __device__ __forceinline__ void StoreItems(T* __restrict__ row, const RowView& v
 
 // ---- block prologue: which group and which virtual block ---------------------------------------
 
-// Look-back state in the launch's temp storage (see plan::LookbackLayout): per slot a 16-byte word
-// {value, ready flag}.
+// Look-back state in the launch's temp storage (see plan::LookbackLayout): per slot (a tile of a
+// look-back row) one 16-byte word {value, status}, written and read whole.
 struct LookbackTemp {
   unsigned long long* counter;
-  ulonglong2* agg;
-  ulonglong2* inc;
+  ulonglong2* words;
 };
+
+// A look-back word's status: nothing yet, the tile's aggregate, or its inclusive prefix (the left
+// fold of its row's tile aggregates up to and including its own).
+constexpr unsigned long long kWordEmpty = 0;
+constexpr unsigned long long kWordAggregate = 1;
+constexpr unsigned long long kWordInclusive = 2;
 
 // Points `lb` into temp storage and enqueues the zeroing of its counter and words.
 inline cudaError_t PrepareLookback(void* temp, int64_t slots, cudaStream_t stream,
@@ -600,8 +607,7 @@ inline cudaError_t PrepareLookback(void* temp, int64_t slots, cudaStream_t strea
   const plan::LookbackLayout l = plan::LookbackLayoutFor(slots);
   char* base = static_cast<char*>(temp);
   lb->counter = reinterpret_cast<unsigned long long*>(base);
-  lb->agg = reinterpret_cast<ulonglong2*>(base + l.agg_offset);
-  lb->inc = reinterpret_cast<ulonglong2*>(base + l.inc_offset);
+  lb->words = reinterpret_cast<ulonglong2*>(base + l.words_offset);
   return cudaMemsetAsync(base, 0, l.zero_bytes, stream);
 }
 
@@ -615,6 +621,8 @@ struct ScanShared {
   int warp_has[2][kWarps];
   Agg prefix;
   int prefix_has;
+  // The look-back's aggregates, for the left fold on one lane (LookbackPrefix).
+  Agg fold[Tuning::kLookbackRange];
 };
 
 // Finds this block's group and copies its descriptor to shared memory. With `ticket`, blocks
@@ -736,13 +744,14 @@ __device__ __forceinline__ void UnitScan(Agg mine, bool has, bool full, int unit
 }
 
 // A look-back word is written and read as one 128-bit access (single-copy atomic on sm_70 and
-// later), so a reader that sees the flag also sees the value: no fence and no second dependent
+// later), so a reader that sees the status also sees the value: no fence and no second dependent
 // load, and a lane can have all of its loads in flight at once.
-__device__ __forceinline__ void PublishWord(ulonglong2* p, unsigned long long value) {
+__device__ __forceinline__ void PublishWord(ulonglong2* p, unsigned long long value,
+                                            unsigned long long status) {
   asm volatile(
       "{\n\t.reg .b128 w;\n\tmov.b128 w, {%1, %2};\n\tst.relaxed.gpu.global.b128 [%0], w;\n\t}" ::
           "l"(p),
-      "l"(value), "l"(1ull)
+      "l"(value), "l"(status)
       : "memory");
 }
 
@@ -755,54 +764,56 @@ __device__ __forceinline__ ulonglong2 PollWord(const ulonglong2* p) {
   return w;
 }
 
-// The word at `p` once its flag is set, given a first poll `w` of it.
-__device__ __forceinline__ unsigned long long AwaitWord(const ulonglong2* p, ulonglong2 w) {
-  while (w.y == 0) {
-    __nanosleep(32);
-    w = PollWord(p);
-  }
-  return w.x;
-}
-
-// The composition of everything before `tile` in its row; called by all lanes of one warp. Every
-// word it needs is polled once up front, so the look-back costs one memory round trip when its
-// predecessors have published.
+// The composition of everything before `tile` (> 0) in its row; called by all lanes of one warp.
+// It is always the left fold (((a0 . a1) . a2) ... a[tile-1]) of the row's tile aggregates: it
+// starts from the latest inclusive prefix among the kLookbackRange tiles before this one (itself
+// that left fold, made the same way) and folds the aggregates after it in order. So its bits do
+// not depend on how far the other tiles had got, and no tile waits on a chain of predecessors:
+// any inclusive prefix in range will do, and tile 0 publishes one without looking back.
 template <typename Op, typename Agg>
-__device__ __forceinline__ Maybe<Agg> LookbackPrefix(const LookbackTemp& lb, int64_t slot0,
-                                                     int64_t tile) {
-  constexpr int kWindow = Tuning::kLookbackWindow;
-  constexpr int kPerLane = kWindow / 32;
+__device__ __forceinline__ Agg LookbackPrefix(const LookbackTemp& lb, int64_t slot0, int64_t tile,
+                                              Agg* fold) {
+  constexpr int kRange = Tuning::kLookbackRange;
+  constexpr int kPerLane = kRange / 32;
   const int lane = threadIdx.x & 31;
-  const int64_t window = tile / kWindow * kWindow;
-  const ulonglong2* words = lb.agg + slot0 + window + lane * kPerLane;
+  // Position i of the range is tile `first + i`; the lane polls positions lane * kPerLane + k.
+  const int64_t first = tile - kRange;
+  const ulonglong2* words = lb.words + slot0;
   ulonglong2 w[kPerLane];
+  int start;
+  for (;;) {
 #pragma unroll
-  for (int k = 0; k < kPerLane; ++k) {
-    if (window + lane * kPerLane + k < tile) w[k] = PollWord(words + k);
-  }
-  const ulonglong2* inc_word = lb.inc + slot0 + window - 1;
-  ulonglong2 inc_w{0, 0};
-  if (window > 0) inc_w = PollWord(inc_word);
-  Maybe<Agg> part{Agg{}, false};
-#pragma unroll
-  for (int k = 0; k < kPerLane; ++k) {
-    if (window + lane * kPerLane + k < tile) {
-      const Agg v = Unpack<Agg>(AwaitWord(words + k, w[k]));
-      part = Compose<Op>(part, Maybe<Agg>{v, true});
+    for (int k = 0; k < kPerLane; ++k) {
+      const int64_t t = first + lane * kPerLane + k;
+      w[k] = t >= 0 ? PollWord(words + t) : ulonglong2{0, kWordEmpty};
     }
+    int latest = -1;
+#pragma unroll
+    for (int k = 0; k < kPerLane; ++k) {
+      if (w[k].y == kWordInclusive) latest = k;
+    }
+    const unsigned with_inclusive = __ballot_sync(kFull, latest >= 0);
+    if (with_inclusive != 0) {
+      const int src = 31 - __clz(static_cast<int>(with_inclusive));
+      start = src * kPerLane + __shfl_sync(kFull, latest, src);
+      bool missing = false;
+#pragma unroll
+      for (int k = 0; k < kPerLane; ++k) {
+        missing = missing || (lane * kPerLane + k > start && w[k].y == kWordEmpty);
+      }
+      if (!__any_sync(kFull, missing)) break;
+    }
+    __nanosleep(64);
   }
 #pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const Agg o = ShflDown(part.v, off);
-    const bool oh = __shfl_down_sync(kFull, static_cast<int>(part.has), off) != 0;
-    if ((lane & (2 * off - 1)) == 0 && oh) part = Compose<Op>(part, Maybe<Agg>{o, true});
+  for (int k = 0; k < kPerLane; ++k) fold[lane * kPerLane + k] = Unpack<Agg>(w[k].x);
+  __syncwarp();
+  Agg p{};
+  if (lane == 0) {
+    p = fold[start];
+    for (int i = start + 1; i < kRange; ++i) p = Op::Combine(p, fold[i]);
   }
-  Maybe<Agg> p{ShflIdx(part.v, 0), __shfl_sync(kFull, static_cast<int>(part.has), 0) != 0};
-  if (window > 0) {
-    const Agg inc = Unpack<Agg>(AwaitWord(inc_word, inc_w));
-    p = Compose<Op>(Maybe<Agg>{inc, true}, p);
-  }
-  return p;
+  return ShflIdx(p, 0);
 }
 
 // The composition of every item before this thread's first one in its row: the unit scan, then
@@ -822,23 +833,22 @@ __device__ __forceinline__ Maybe<Agg> ThreadPrefix(Agg mine, bool has, const Uni
     carry = Compose<Op>(carry, total);
     return prefix;
   } else {
-    // Look-back rows have one unit per block, and every unit of the group is valid.
-    constexpr int kWindow = Tuning::kLookbackWindow;
+    // Look-back rows have one unit per block, every unit of the group is valid, and every tile
+    // has items. The last tile of a row publishes nothing: no tile reads it.
     const int64_t slot0 = sh.desc.slot_begin + u.row * u.tiles;
     const bool last_tile = u.tile == u.tiles - 1;
-    const bool window_end = u.tile % kWindow == kWindow - 1;
-    if (threadIdx.x == 0 && !last_tile && !window_end) {
-      PublishWord(lb.agg + slot0 + u.tile, Pack(total.v));
+    ulonglong2* word = lb.words + slot0 + u.tile;
+    if (threadIdx.x == 0 && !last_tile) {
+      PublishWord(word, Pack(total.v), u.tile == 0 ? kWordInclusive : kWordAggregate);
     }
     if (threadIdx.x < 32) {
       Maybe<Agg> p{Agg{}, false};
-      if (u.tile > 0) p = LookbackPrefix<Op, Agg>(lb, slot0, u.tile);
+      if (u.tile > 0) p = {LookbackPrefix<Op, Agg>(lb, slot0, u.tile, sh.fold), true};
       if (threadIdx.x == 0) {
         sh.prefix = p.v;
         sh.prefix_has = p.has;
-        if (window_end && !last_tile) {
-          const Maybe<Agg> inc = Compose<Op>(p, total);
-          PublishWord(lb.inc + slot0 + u.tile, Pack(inc.v));
+        if (u.tile > 0 && !last_tile) {
+          PublishWord(word, Pack(Compose<Op>(p, total).v), kWordInclusive);
         }
       }
     }

@@ -1,9 +1,9 @@
 // Tuning constants of the CUDA row-scan kernels (linear_scan, linear_scan_backward and
 // associative_scan share one family). Plain C++: read by the host-side dispatch and by device code.
 //
-// Batch invariance rests on these numbers: a row's tile size, walk and look-back window are
-// functions of its length and its request's row count alone, so changing them changes results
-// bit-wise (never their accuracy) and must be done for all rows at once, never per batch.
+// Batch invariance rests on these numbers: a row's tile size and whether it walks are functions of
+// its length and its request's row count alone, so changing them changes results bit-wise (never
+// their accuracy) and must be done for all rows at once, never per batch.
 #ifndef SCANSERVE_KERNELS_CUDA_SCAN_TUNING_H_
 #define SCANSERVE_KERNELS_CUDA_SCAN_TUNING_H_
 
@@ -31,10 +31,12 @@ struct RowScan {
   // to its predecessors, runs at about half of it. The row count is the request's own (a request
   // is never split), so this keeps batch invariance.
   static constexpr int64_t kWalkAnyLengthRows = 256;
-  // Tiles per look-back window: a tile folds the aggregates of the tiles before it in its window
-  // and the published prefix of the previous window, so a 2^24-step row is a chain of only
-  // 2^24 / (kTileItems * kLookbackWindow) = 16 dependent hops.
-  static constexpr int kLookbackWindow = 256;
+  // Tiles a look-back reads before its own: it takes the latest inclusive prefix among them and
+  // folds the aggregates after it, one at a time. The fold is a left fold whatever the range, so
+  // this changes speed only, never bits. On an H100, (1, 1, 2^24) linear_scan took 0.137 ms at 32
+  // (tiles wait for a prefix to come in range), 0.102 at 64, 0.111 at 128 and 0.135 at 256 (the
+  // longer folds lie on the path from one prefix to the next).
+  static constexpr int kLookbackRange = 64;
   // Occupancy hints for __launch_bounds__: blocks that must fit on one SM at once (register cap
   // 65536 / (kBlockThreads * n)). At three blocks (80 registers) the kernels spill hundreds of
   // bytes; on the H200 that was 5-30% slower on most shapes (faster only for associative scans
@@ -58,6 +60,10 @@ struct RowScan {
   // tiles ahead) measured 3% slower with it and does not prefetch.
   static constexpr int kAssocLookbackPrefetchTiles = 396;
   static constexpr int kMinBlocksPerSmBackward = 2;
+  // linear_scan's look-back rows whose tiles pass through shared memory (linear_scan.cu,
+  // LinearScanStagedLookbackKernel): 32 KiB of float32 tile per block, and registers freed of the
+  // items during the look-back, so more blocks share an SM and hide each other's latency.
+  static constexpr int kMinBlocksPerSmStagedLookback = 4;
   // linear_scan's forward kernel runs a row's last tile of at most this many steps on one thread
   // (rows of 2^k + 1 and the like), and its plan lets a row that many steps past a unit's tile keep
   // that unit; more steps would need registers that the walk's hot loop cannot spare.

@@ -170,12 +170,26 @@ __device__ __forceinline__ void ForwardTail(const GroupDesc& g, const Unit& u, c
   }
 }
 
+// The unit's next tile of every input into L2 (device::PrefetchNextTile).
+template <typename T>
+__device__ __forceinline__ void PrefetchInputs(const GroupDesc& g, const Unit& u,
+                                               const LinearFlags& f, const RowView& view) {
+  for (int k = 0; k < 4; ++k) {
+    if (k == 2 && !f.has_b) continue;
+    if (k == 3 && !f.has_c) continue;
+    device::PrefetchNextTile(g, u, view, static_cast<const T*>(g.in[k]) + u.offset);
+  }
+}
+
 // Descriptor slots. Forward: in = {a, x, b, c}, out = {y, states}, row_out = final state.
 // Backward: in = {a, x, dy, b, c, states}, out = {da, dx, db, dc}, row_out = dh0.
 // kSingleTile: a launch whose rows all fit one tile. Each unit runs its one tile with the guarded
 // loops (see ForwardTile) at a register budget that lets three blocks share an SM; the arithmetic
 // is the same, so a row's bits do not depend on which variant runs it.
-template <typename T, bool kLookback, bool kSingleTile = false, bool kPadded = false>
+// kTail (single-tile launches only): some rows are one tile and a short tail (row_scan_plan.h);
+// a variant of its own, because the tail's code cost the other single-tile rows up to 4% (H200).
+template <typename T, bool kLookback, bool kSingleTile = false, bool kPadded = false,
+          bool kTail = false>
 __global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBlocksPerSmShortRows
                                                         : device::Tuning::kMinBlocksPerSm)
     LinearScanKernel(const GroupDesc* __restrict__ groups, LinearFlags f, LookbackTemp lb) {
@@ -187,7 +201,16 @@ __global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBl
   float* stage = stage_all[threadIdx.x >> 5];
   Maybe<Pair> carry{Pair{}, false};
   Unit u = device::MakeUnit(g, sh.vblock);
-  if constexpr (kSingleTile) {
+  if constexpr (kSingleTile && kTail) {
+    // A tail's lines are asked for first, so that its one thread finds them on chip.
+    const bool tail = g.tiles_per_row > 1;
+    if (tail) PrefetchInputs<T>(g, u, f, view);
+    ForwardTile<T, false, false>(g, u, f, view, stage, sh, lb, carry);
+    if (tail) {
+      device::NextTile(g, u);
+      ForwardTail<T>(g, u, f, view, carry);
+    }
+  } else if constexpr (kSingleTile) {
     ForwardTile<T, false, false>(g, u, f, view, stage, sh, lb, carry);
   } else {
     const int64_t tiles = !kLookback && g.walk ? g.tiles_per_row : 1;
@@ -199,13 +222,7 @@ __global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBl
     const int64_t prefetch_steps = f.prefetch ? steps - 1 : 0;
     for (int64_t step = 0; step < steps; ++step) {
       if (step > 0) device::NextTile(g, u);
-      if (step < prefetch_steps) {
-        for (int k = 0; k < 4; ++k) {
-          if (k == 2 && !f.has_b) continue;
-          if (k == 3 && !f.has_c) continue;
-          device::PrefetchNextTile(g, u, view, static_cast<const T*>(g.in[k]) + u.offset);
-        }
-      }
+      if (step < prefetch_steps) PrefetchInputs<T>(g, u, f, view);
       ForwardTile<T, kLookback>(g, u, f, view, stage, sh, lb, carry);
     }
     if (short_tail) {
@@ -456,7 +473,7 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmBackw
 }
 
 template <typename T>
-cudaError_t Enqueue(bool backward, bool lookback, bool staged_lookback, bool single_tile,
+cudaError_t Enqueue(bool backward, bool lookback, bool staged_lookback, bool single_tile, bool tail,
                     bool padded, int64_t blocks, cudaStream_t stream, const GroupDesc* d,
                     const LinearFlags& f, const LookbackTemp& lb) {
   const dim3 grid(static_cast<unsigned>(blocks));
@@ -471,6 +488,12 @@ cudaError_t Enqueue(bool backward, bool lookback, bool staged_lookback, bool sin
       LinearScanStagedLookbackKernel<T><<<grid, kThreads, 0, stream>>>(d, f, lb);
     } else if (lookback) {
       LinearScanKernel<T, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
+    } else if (single_tile && tail) {
+      if (padded) {
+        LinearScanKernel<T, false, true, true, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
+      } else {
+        LinearScanKernel<T, false, true, false, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
+      }
     } else if (single_tile) {
       if (padded) {
         LinearScanKernel<T, false, true, true><<<grid, kThreads, 0, stream>>>(d, f, lb);
@@ -508,15 +531,15 @@ cudaError_t EnqueueSplit(DType dtype, bool backward, const plan::SplitPlan& p, c
     const bool padded = !backward && !lookback && !f.reverse && part.padded;
     switch (dtype) {
       case DType::kFloat32:
-        err = Enqueue<float>(backward, lookback, staged_lookback, single, padded, part.blocks,
-                             stream, d + first, f, lb);
+        err = Enqueue<float>(backward, lookback, staged_lookback, single, part.tail, padded,
+                             part.blocks, stream, d + first, f, lb);
         break;
       case DType::kFloat16:
-        err = Enqueue<__half>(backward, lookback, staged_lookback, single, padded, part.blocks,
-                              stream, d + first, f, lb);
+        err = Enqueue<__half>(backward, lookback, staged_lookback, single, part.tail, padded,
+                              part.blocks, stream, d + first, f, lb);
         break;
       case DType::kBFloat16:
-        err = Enqueue<__nv_bfloat16>(backward, lookback, staged_lookback, single, padded,
+        err = Enqueue<__nv_bfloat16>(backward, lookback, staged_lookback, single, part.tail, padded,
                                      part.blocks, stream, d + first, f, lb);
         break;
       case DType::kInt32:

@@ -49,15 +49,21 @@ struct GroupPlan {
   bool walk = false;
   int64_t blocks = 0;
   int64_t slots = 0;
+  // One tile of a unit narrower than a warp and a last tile of at most `short_tail` steps: the
+  // single-tile kernel variant runs such rows too. On an H100, 129-step rows (a unit of 8 and a
+  // tail) took 0.0146 ms there, 0.0153 in a unit of 16 (as a two-tile walk at two blocks per SM,
+  // not three, 9% slower still); 513-step rows (a warp and a tail) walk, because they took 0.0368
+  // ms in the single-tile kernel and 0.0352 walked.
+  bool tile_and_tail = false;
 };
 
 // The smallest power-of-two thread group (up to a block) whose registers hold the row, the
 // number of such tiles the row needs, and whether one block walks them or they chain through the
 // look-back: a function of the group's (one request's) row length and row count alone, and of
 // `short_tail`, the most steps the op's kernel runs as a last tile on one thread (linear_scan
-// forward: kernels' kShortTail; others 0). A row a few steps longer than a unit's tile of at least
-// a warp then takes the half-size unit and such a tail (513 steps: 32 threads and one step, not 64
-// threads).
+// forward: kernels' kShortTail; others 0). A row a few steps longer than a unit's tile then takes
+// the half-size unit and such a tail (513 steps: 32 threads and one step, not 64 threads; 129
+// steps: 8 threads and one step).
 inline GroupPlan PlanGroup(const RowGeometry& g, int short_tail = 0) {
   GroupPlan p;
   if (g.rows <= 0 || g.length <= 0) return p;
@@ -70,9 +76,10 @@ inline GroupPlan PlanGroup(const RowGeometry& g, int short_tail = 0) {
   int32_t unit = unit_for(g.length);
   if (short_tail > 0 && g.length > short_tail && unit < Tuning::kBlockThreads) {
     const int32_t shorter = unit_for(g.length - short_tail);
-    // Units narrower than a warp keep their width: as a two-tile walk (two blocks per SM, not
-    // three) a 129-step row ran 9% slower on unaligned rows and gained 2% on aligned ones.
-    if (shorter < unit && shorter >= 32) unit = shorter;
+    if (shorter < unit) {
+      unit = shorter;
+      p.tile_and_tail = unit < 32;
+    }
   }
   p.unit_threads = unit;
   p.units_per_block = Tuning::kBlockThreads / unit;
@@ -90,7 +97,8 @@ struct BatchPlan {
   int64_t groups = 0;  // non-empty groups, each with one descriptor
   int64_t blocks = 0;
   int64_t slots = 0;
-  bool single_tile = true;  // every planned row fits one tile
+  bool single_tile = true;  // every planned row fits one tile (and maybe a short tail)
+  bool tail = false;        // some planned row is one tile and a short tail
   bool padded = false;      // some planned group's rows are padded (RowGeometry::padded)
 };
 
@@ -104,7 +112,8 @@ BatchPlan PlanBatch(std::span<const Rows> rows, GroupDesc* out, Fill fill, Inclu
     if (!include(r)) continue;
     const GroupPlan p = PlanGroup(r.geometry, short_tail);
     if (p.blocks == 0) continue;
-    batch.single_tile = batch.single_tile && p.tiles_per_row == 1;
+    batch.single_tile = batch.single_tile && (p.tiles_per_row == 1 || p.tile_and_tail);
+    batch.tail = batch.tail || p.tile_and_tail;
     batch.padded = batch.padded || r.geometry.padded;
     if (out != nullptr) {
       GroupDesc& d = out[batch.groups];

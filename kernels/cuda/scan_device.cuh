@@ -258,7 +258,8 @@ __device__ __forceinline__ void NextTile(const GroupDesc& g, Unit& u) {
 // Asks the L2 to fetch logical steps [t0, t0 + n) of a contiguous row (one bulk prefetch: the copy
 // engine does the work and no register waits for it), so that a walk's next tile is on chip when
 // its loads issue. Only whole 16-byte units inside the range are named, so nothing outside the
-// tensor is touched; rows with a step stride (BLD) are not prefetched.
+// tensor is touched; a range holding no whole unit (a row's short last tile) gets a line prefetch
+// of its first and last elements instead. Rows with a step stride (BLD) are not prefetched.
 template <typename T>
 __device__ __forceinline__ void PrefetchRowL2(const T* row, const RowView& v, int64_t t0,
                                               int64_t n) {
@@ -267,7 +268,11 @@ __device__ __forceinline__ void PrefetchRowL2(const T* row, const RowView& v, in
   const int64_t first = v.reverse ? v.length - (t0 + n) : t0;
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(row + first) + 15) & ~uintptr_t{15};
   const uintptr_t end = reinterpret_cast<uintptr_t>(row + first + n) & ~uintptr_t{15};
-  if (end <= begin) return;
+  if (end <= begin) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(row + first));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(row + first + n - 1));
+    return;
+  }
   asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(begin),
                "r"(static_cast<unsigned>(end - begin))
                : "memory");

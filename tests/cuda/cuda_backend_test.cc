@@ -354,6 +354,13 @@ TEST_F(CudaAgreesWithCpu, OddLengthRowsEveryPath) {
         }
         Compare(linear, tol);
         ExpectMatchesReference(linear);
+        {
+          // In this batch every row walks; alone, rows of one tile, or of one tile and a short
+          // tail (129, 513), run the single-tile kernel: the same bits.
+          std::vector<std::vector<HostTensor>> batched;
+          for (LinearScanData& d : linear) batched.push_back(TakeOutputs(d));
+          ExpectSameBitsAlone(*cuda_, linear, batched);
+        }
         Compare(backward, tol);
         ExpectMatchesReference(backward);
         Compare(associative, tol);

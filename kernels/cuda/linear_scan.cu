@@ -220,9 +220,20 @@ __global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBl
     // it cost other walked rows up to 1.4% (H200, bf16).
     const int64_t steps = short_tail ? tiles - 1 : tiles;
     const int64_t prefetch_steps = f.prefetch ? steps - 1 : 0;
-    for (int64_t step = 0; step < steps; ++step) {
+    // Only a row's last tile can hold a partial segment, so for 16-bit types the padded variant
+    // runs the tiles before it with a view that folds the padded path away (the loop of the plain
+    // variant) and that tile after the loop. H100, staged bf16 (8,1536,65535) and 65537 2.09 ->
+    // 2.00 and 2.17 -> 2.08 ms; float32 rows measured 0.5-2.5% slower so, and keep the padded loop.
+    constexpr bool kPeel = kPadded && sizeof(T) == 2;
+    const RowView inner{g.length, g.step_stride, f.reverse, kPeel ? false : view.padded};
+    const int64_t loop_steps = kPeel ? steps - 1 : steps;
+    for (int64_t step = 0; step < loop_steps; ++step) {
       if (step > 0) device::NextTile(g, u);
-      if (step < prefetch_steps) PrefetchInputs<T>(g, u, f, view);
+      if (step < prefetch_steps) PrefetchInputs<T>(g, u, f, inner);
+      ForwardTile<T, kLookback>(g, u, f, inner, stage, sh, lb, carry);
+    }
+    if constexpr (kPeel) {
+      if (steps > 1) device::NextTile(g, u);
       ForwardTile<T, kLookback>(g, u, f, view, stage, sh, lb, carry);
     }
     if (short_tail) {

@@ -45,6 +45,28 @@ struct LinearFlags {
   bool prefetch;
 };
 
+// The state entering a thread's first item: the row's h0 (0 without one) carried through
+// `prefix`, the composition of every step before it.
+__device__ __forceinline__ float EnteringState(const Maybe<Pair>& prefix, bool has_h0, float h0) {
+  if (!prefix.has) return h0;
+  return has_h0 ? fmaf(prefix.v.a, h0, prefix.v.b) : prefix.v.b;
+}
+
+// Runs the recurrence from `h` over a thread's first `count` items, leaving each state in `hv`
+// (which held the inputs x, or x * b); returns the state after the last.
+template <int kN>
+__device__ __forceinline__ float RunItems(float h, const float (&av)[kN], float (&hv)[kN],
+                                          int count) {
+#pragma unroll
+  for (int i = 0; i < kN; ++i) {
+    if (i < count) {
+      h = fmaf(av[i], h, hv[i]);
+      hv[i] = h;
+    }
+  }
+  return h;
+}
+
 // One tile of linear_scan: loads, scans and stores the unit's items.
 template <typename T, bool kLookback, bool kWholeSplit = !kLookback>
 __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, const LinearFlags& f,
@@ -83,8 +105,7 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
       device::ThreadPrefix<kLookback, LinearOp>(mine, count > 0, u, sh, lb, carry);
 
   const float h0 = f.has_h0 && u.valid ? g.h0[u.row] : 0.0f;
-  float h = h0;
-  if (prefix.has) h = f.has_h0 ? fmaf(prefix.v.a, h0, prefix.v.b) : prefix.v.b;
+  float h = EnteringState(prefix, f.has_h0, h0);
   if (whole) {
 #pragma unroll
     for (int i = 0; i < kIpt; ++i) {
@@ -92,13 +113,7 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
       hv[i] = h;
     }
   } else {
-#pragma unroll
-    for (int i = 0; i < kIpt; ++i) {
-      if (i < count) {
-        h = fmaf(av[i], h, hv[i]);
-        hv[i] = h;
-      }
-    }
+    h = RunItems(h, av, hv, count);
   }
   if (f.final_state && count > 0 && u.span.s + count == g.length) g.row_out[u.row] = h;
   if (g.out[1] != nullptr) {
@@ -143,16 +158,8 @@ __device__ __forceinline__ void ForwardTail(const GroupDesc& g, const Unit& u, c
       }
     }
   }
-  const float h0 = f.has_h0 ? g.h0[u.row] : 0.0f;
-  float h = h0;
-  if (carry.has) h = f.has_h0 ? fmaf(carry.v.a, h0, carry.v.b) : carry.v.b;
-#pragma unroll
-  for (int i = 0; i < kShortTail; ++i) {
-    if (i < n) {
-      h = fmaf(av[i], h, hv[i]);
-      hv[i] = h;
-    }
-  }
+  const float h =
+      RunItems(EnteringState(carry, f.has_h0, f.has_h0 ? g.h0[u.row] : 0.0f), av, hv, n);
   if (f.final_state) g.row_out[u.row] = h;
 #pragma unroll
   for (int i = 0; i < kShortTail; ++i) {
@@ -369,16 +376,8 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmStage
 
   ReadStagedItems<T>(tile_a, av);
   ReadStagedItems<T>(tile_x, hv);
-  const float h0 = f.has_h0 ? g.h0[u.row] : 0.0f;
-  float h = h0;
-  if (prefix.has) h = f.has_h0 ? fmaf(prefix.v.a, h0, prefix.v.b) : prefix.v.b;
-#pragma unroll
-  for (int i = 0; i < kIpt; ++i) {
-    if (i < count) {
-      h = fmaf(av[i], h, hv[i]);
-      hv[i] = h;
-    }
-  }
+  const float h =
+      RunItems(EnteringState(prefix, f.has_h0, f.has_h0 ? g.h0[u.row] : 0.0f), av, hv, count);
   if (f.final_state && count > 0 && u.span.s + count == g.length) g.row_out[u.row] = h;
   WriteStagedItems<T>(tile_a, hv);
   __syncthreads();

@@ -773,8 +773,9 @@ __device__ __forceinline__ ulonglong2 PollWord(const ulonglong2* p) {
 // It is always the left fold (((a0 . a1) . a2) ... a[tile-1]) of the row's tile aggregates: it
 // starts from the latest inclusive prefix among the kLookbackRange tiles before this one (itself
 // that left fold, made the same way) and folds the aggregates after it in order. So its bits do
-// not depend on how far the other tiles had got, and no tile waits on a chain of predecessors:
-// any inclusive prefix in range will do, and tile 0 publishes one without looking back.
+// not depend on how far the other tiles had got, and no tile waits for one particular
+// predecessor: any inclusive prefix in range will do, and tile 0 publishes one without looking
+// back.
 template <typename Op, typename Agg>
 __device__ __forceinline__ Agg LookbackPrefix(const LookbackTemp& lb, int64_t slot0, int64_t tile,
                                               Agg* fold) {

@@ -9,10 +9,12 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cuda/row_scan_plan.h"
 #include "cuda/scan_kernels.h"
 #include "gtest/gtest.h"
 #include "kernels/backend_cases.h"
@@ -244,6 +246,75 @@ TEST(CudaStagedLayout, PadsUnalignedRowsLongerThanOneSegment) {
       EXPECT_EQ(g.batch_stride, packed.batch_stride);
     }
   }
+}
+
+// How rows are planned (host-side only; runs without a GPU): the unit for a row's length, a narrow
+// unit and a one-thread tail for rows a few steps past a tile, walks for rows of up to 16 tiles or
+// of requests of 256 rows, look-back for the rest, and the launch flags that pick kernel variants.
+TEST(CudaRowScanPlan, UnitsTailsWalksAndLookBack) {
+  struct Want {
+    SeqShape shape;
+    int short_tail;
+    int32_t unit;
+    int64_t tiles;
+    bool walk;
+    bool tile_and_tail;
+    int64_t blocks;
+    int64_t slots;
+  };
+  const Want wants[] = {
+      {{1, 1, 128}, 4, 8, 1, false, false, 1, 0},
+      {{1, 1, 129}, 4, 8, 2, true, true, 1, 0},     // 8 threads and a one-step tail
+      {{1, 1, 129}, 0, 16, 1, false, false, 1, 0},  // ops without a tail keep the wider unit
+      {{8, 1536, 129}, 4, 8, 2, true, true, 384, 0},
+      {{1, 1, 132}, 4, 8, 2, true, true, 1, 0},
+      {{1, 1, 133}, 4, 16, 1, false, false, 1, 0},  // five steps past: the wider unit
+      {{1, 1, 513}, 4, 32, 2, true, false, 1, 0},   // a warp's unit and a tail walk
+      {{1, 1, 4097}, 4, 256, 2, true, false, 1, 0},
+      {{1, 1, 65536}, 4, 256, 16, true, false, 1, 0},
+      {{1, 1, 65537}, 4, 256, 17, false, false, 17, 17},
+      {{1, 256, 65537}, 4, 256, 17, true, false, 256, 0},
+  };
+  for (const Want& w : wants) {
+    SCOPED_TRACE(::testing::Message() << "(" << w.shape.batch << "," << w.shape.dim << ","
+                                      << w.shape.length << ") short tail " << w.short_tail);
+    const cuda::plan::GroupPlan p =
+        cuda::plan::PlanGroup(cuda::RowGeometryOf(w.shape, Layout::kBDL), w.short_tail);
+    EXPECT_EQ(p.unit_threads, w.unit);
+    EXPECT_EQ(p.units_per_block, 256 / w.unit);
+    EXPECT_EQ(p.tiles_per_row, w.tiles);
+    EXPECT_EQ(p.walk, w.walk);
+    EXPECT_EQ(p.tile_and_tail, w.tile_and_tail);
+    EXPECT_EQ(p.blocks, w.blocks);
+    EXPECT_EQ(p.slots, w.slots);
+  }
+
+  const auto batch = [](std::vector<SeqShape> shapes) {
+    std::vector<cuda::LinearScanRows> rows(shapes.size());
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      rows[i].geometry = cuda::RowGeometryOf(shapes[i], Layout::kBDL);
+    }
+    return cuda::plan::PlanBatch(
+        std::span<const cuda::LinearScanRows>(rows), nullptr,
+        [](cuda::plan::GroupDesc&, const cuda::LinearScanRows&) {},
+        [](const cuda::LinearScanRows&) { return true; }, 4);
+  };
+  const cuda::plan::BatchPlan tails = batch({{1, 3, 128}, {2, 5, 129}});
+  EXPECT_TRUE(tails.single_tile);
+  EXPECT_TRUE(tails.tail);
+  const cuda::plan::BatchPlan walks = batch({{1, 3, 129}, {1, 3, 513}});
+  EXPECT_FALSE(walks.single_tile);
+  EXPECT_TRUE(walks.tail);
+  const cuda::plan::BatchPlan plain = batch({{1, 3, 127}, {1, 1, 512}});
+  EXPECT_TRUE(plain.single_tile);
+  EXPECT_FALSE(plain.tail);
+
+  // One 16-byte word per look-back slot after the 256-byte ticket counter, in 256-byte blocks.
+  const cuda::plan::LookbackLayout l = cuda::plan::LookbackLayoutFor(17);
+  EXPECT_EQ(l.words_offset, 256u);
+  EXPECT_EQ(l.total_bytes, 256u + 512u);
+  EXPECT_EQ(l.zero_bytes, l.total_bytes);
+  EXPECT_EQ(cuda::plan::LookbackLayoutFor(0).total_bytes, 0u);
 }
 
 // The kernels alone, on device buffers of their own (no backend, no staging): forward linear

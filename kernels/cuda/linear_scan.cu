@@ -52,6 +52,18 @@ __device__ __forceinline__ float EnteringState(const Maybe<Pair>& prefix, bool h
   return has_h0 ? fmaf(prefix.v.a, h0, prefix.v.b) : prefix.v.b;
 }
 
+// The composition of a thread's first `count` items, folded left to right (the first item's pair
+// when count < 2; a thread without items passes its pair on as absent).
+__device__ __forceinline__ Pair FoldItems(const float (&av)[kIpt], const float (&hv)[kIpt],
+                                          int count) {
+  Pair mine{av[0], hv[0]};
+#pragma unroll
+  for (int i = 1; i < kIpt; ++i) {
+    if (i < count) mine = {mine.a * av[i], fmaf(av[i], mine.b, hv[i])};
+  }
+  return mine;
+}
+
 // Runs the recurrence from `h` over a thread's first `count` items, leaving each state in `hv`
 // (which held the inputs x, or x * b); returns the state after the last.
 template <int kN>
@@ -96,10 +108,7 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
 #pragma unroll
     for (int i = 1; i < kIpt; ++i) mine = {mine.a * av[i], fmaf(av[i], mine.b, hv[i])};
   } else {
-#pragma unroll
-    for (int i = 1; i < kIpt; ++i) {
-      if (i < count) mine = {mine.a * av[i], fmaf(av[i], mine.b, hv[i])};
-    }
+    mine = FoldItems(av, hv, count);
   }
   const Maybe<Pair> prefix =
       device::ThreadPrefix<kLookback, LinearOp>(mine, count > 0, u, sh, lb, carry);
@@ -268,7 +277,7 @@ __global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBl
 // t * kChunksPerThread + j) over distinct banks, and keeps every aligned run of 8 chunks (what
 // the coalesced copies move) a permutation of itself.
 template <typename T>
-constexpr int kChunksPerThread = kIpt* static_cast<int>(sizeof(T)) / 16;
+constexpr int kChunksPerThread = static_cast<int>(sizeof(T)) * kIpt / 16;
 template <typename T>
 __device__ __forceinline__ int StagedChunk(int c) {
   return c ^ ((c >> 3) & (kChunksPerThread<T> - 1));
@@ -365,11 +374,7 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmStage
   float hv[kIpt];
   ReadStagedItems<T>(tile_a, av);
   ReadStagedItems<T>(tile_x, hv);
-  Pair mine{av[0], hv[0]};
-#pragma unroll
-  for (int i = 1; i < kIpt; ++i) {
-    if (i < count) mine = {mine.a * av[i], fmaf(av[i], mine.b, hv[i])};
-  }
+  const Pair mine = FoldItems(av, hv, count);
   Maybe<Pair> carry{Pair{}, false};
   // Its barrier also keeps the reads above before any thread's results land in tile_a below.
   const Maybe<Pair> prefix =

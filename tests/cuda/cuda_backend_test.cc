@@ -426,8 +426,8 @@ TEST_F(CudaAgreesWithCpu, OddLengthRowsEveryPath) {
         Compare(linear, tol);
         ExpectMatchesReference(linear);
         {
-          // In this batch every row walks; alone, rows of one tile, or of one tile and a short
-          // tail (129, 513), run the single-tile kernel: the same bits.
+          // In this batch every row walks; alone, rows of one tile, or of one narrow tile and a
+          // short tail (129), run the single-tile kernel: the same bits.
           std::vector<std::vector<HostTensor>> batched;
           for (LinearScanData& d : linear) batched.push_back(TakeOutputs(d));
           ExpectSameBitsAlone(*cuda_, linear, batched);

@@ -64,6 +64,11 @@ struct RowScan {
   // LinearScanStagedLookbackKernel): 32 KiB of float32 tile per block. Three, four and five
   // blocks per SM ran a (1, 1, 2^24) row alike on an H100 (0.102 ms).
   static constexpr int kMinBlocksPerSmStagedLookback = 4;
+  // 16-bit walks whose tiles pass through shared memory (linear_scan.cu,
+  // LinearScanStagedWalkKernel): two 16 KiB buffers per block. On an H100, bf16 (8, 1536, 65536)
+  // took 1.598 ms at three blocks per SM (80 registers, 20 bytes spilled) and 1.98 at four (64
+  // registers, 122 bytes spilled); the register walk at two takes 1.895.
+  static constexpr int kMinBlocksPerSmStagedWalk = 3;
   // linear_scan's forward kernel runs a row's last tile of at most this many steps on one thread
   // (rows of 2^k + 1 and the like), and its plan lets a row that many steps past a unit's tile keep
   // that unit; more steps would need registers that the walk's hot loop cannot spare.

@@ -445,6 +445,33 @@ TEST_F(CudaAgreesWithCpu, OddLengthRowsEveryPath) {
   }
 }
 
+// Walked 16-bit rows that are contiguous, aligned and read only a and x run through shared memory
+// (LinearScanStagedWalkKernel) when every walked row of the launch suits it; a batch that also
+// holds a short request walks them in registers. Both give the same bits, h0 and final states
+// included, and agree with the CPU backend and float64.
+TEST_F(CudaAgreesWithCpu, SixteenBitWalksGiveTheSameBitsThroughSharedMemoryAndRegisters) {
+  SCANSERVE_TRACE_SEED(rng_);
+  // Two tiles; five tiles less one step; three tiles and a one-step tail; 13 tiles and a tail of
+  // four steps (the longest that runs on one thread).
+  const SeqShape shapes[] = {{1, 3, 8192}, {2, 2, 20479}, {1, 2, 12289}, {1, 1, 13 * 4096 + 4}};
+  for (const DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    SCOPED_TRACE(std::string(DTypeName(dtype)));
+    const double tol = dtype == DType::kFloat16 ? 4e-3 : 2e-2;
+    std::vector<LinearScanData> linear;
+    for (const SeqShape& shape : shapes) {
+      linear.push_back(MakeLinearScanData(
+          {.dtype = dtype, .has_h0 = true, .return_final_state = true}, shape, rng_));
+    }
+    linear.push_back(MakeLinearScanData(
+        {.dtype = dtype, .has_h0 = true, .return_final_state = true}, {1, 4, 1000}, rng_));
+    Compare(linear, tol);
+    ExpectMatchesReference(linear);
+    std::vector<std::vector<HostTensor>> batched;
+    for (LinearScanData& d : linear) batched.push_back(TakeOutputs(d));
+    ExpectSameBitsAlone(*cuda_, linear, batched);
+  }
+}
+
 // A request of many long rows walks them (one block per row fills the GPU); a lone row of the same
 // length chains its tiles through the look-back. The path is chosen from the request's own shape,
 // so each keeps its bits in a batch with the other; both agree with the CPU backend and float64.
@@ -566,8 +593,9 @@ TEST(CudaLinearScanKernel, MisalignedTensorsGiveTheSameBitsAndWriteOnlyTheirRows
   Rng rng;
   SCANSERVE_TRACE_SEED(rng);
   // Walks (8191, 12289), single units (511, 127), an aligned length, and look-back rows (more than
-  // 16 tiles), which run through shared memory where every row is aligned (offset 0 of 73728 steps,
-  // and 69633 staged) and in registers elsewhere; small enough for the sanitizers.
+  // 16 tiles). Look-back rows, and bfloat16 walks, run through shared memory where every row is
+  // aligned (offset 0 of 73728 and 12289 steps, 69633 and 8191 staged) and in registers elsewhere;
+  // small enough for the sanitizers.
   const SeqShape shapes[] = {{1, 2, 8191}, {1, 1, 12289}, {2, 3, 511},  {1, 9, 127},
                              {1, 1, 4096}, {1, 1, 73728}, {1, 2, 69633}};
   for (const DType dtype : {DType::kFloat32, DType::kBFloat16}) {

@@ -11,8 +11,8 @@
 // gaps stay out of them, after warm-up, rotating over input sets that
 // together exceed the L2 several times. One row of each case is checked against a float64
 // recurrence on the host, so a fast wrong kernel cannot pass unnoticed. Cases marked "staged" run
-// the rows laid out as the backend stages them (unaligned rows padded to a 16-byte pitch, see
-// sc::StagedLayoutOf) beside the same case on packed rows.
+// the rows laid out as the backend stages them (unaligned rows padded to a 16-byte or 128-byte
+// pitch, see sc::StagedLayoutOf) beside the same case on packed rows.
 //
 // Usage: cuda_scan_bench [--json PATH] [--runs N] [--only SUBSTRING]
 #include <cuda_bf16.h>
@@ -180,7 +180,7 @@ struct Case {
   double goal_frac;  // the issue's goal as a fraction of the floor, 0 when none
   std::string name;
   // Rows laid out as the CUDA backend stages them (sc::StagedLayoutOf: unaligned rows padded to a
-  // 16-byte pitch) rather than packed.
+  // 16-byte pitch, or whole 128-byte lines for rows of 64 KiB and more) rather than packed.
   bool staged = false;
 };
 

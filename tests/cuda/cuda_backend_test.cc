@@ -196,9 +196,10 @@ TEST_F(CudaAgreesWithCpu, LinearScanAloneWhereMismatchesFall) {
 }
 
 // How the backend stages sequence tensors (host-side arithmetic only; runs without a GPU): rows off
-// 16-byte boundaries get a 16-byte pitch, padded after the row (which the kernels may then write
-// into), or before it when the kernel scans right to left and the row has more than one segment;
-// short rows, strided rows and 8-byte types stay packed.
+// 16-byte boundaries get a 16-byte pitch (rows of 64 KiB and more: whole 128-byte lines), padded
+// after the row (which the kernels may then write into), or before it when the kernel scans right
+// to left and the row has more than one segment; short rows, strided rows and 8-byte types stay
+// packed.
 TEST(CudaStagedLayout, PadsUnalignedRowsLongerThanOneSegment) {
   struct Want {
     SeqShape shape;
@@ -222,6 +223,13 @@ TEST(CudaStagedLayout, PadsUnalignedRowsLongerThanOneSegment) {
       {{4, 5, 63}, Layout::kBDL, 2, false, 63, 0},      // short rows: padding would cost copies
       {{2, 3, 8191}, Layout::kBLD, 4, false, 8191, 0},  // strided rows
       {{2, 3, 8191}, Layout::kBDL, 8, false, 8191, 0},  // 8-byte types move as scalars
+      // Rows of 64 KiB and more: whole 128-byte lines.
+      {{1, 2, 16383}, Layout::kBDL, 4, false, 16384, 0},  // 4 bytes short of 64 KiB
+      {{1, 2, 16385}, Layout::kBDL, 4, false, 16416, 0},
+      {{1, 2, 65537}, Layout::kBDL, 2, false, 65600, 0},
+      {{1, 2, 65537}, Layout::kBDL, 2, true, 65600, 63},
+      {{1, 2, 65544}, Layout::kBDL, 2, false, 65600, 0},  // 16-byte rows, not whole lines
+      {{1, 2, 65536}, Layout::kBDL, 2, false, 65536, 0},
   };
   for (const Want& w : wants) {
     SCOPED_TRACE(::testing::Message()
@@ -232,6 +240,9 @@ TEST(CudaStagedLayout, PadsUnalignedRowsLongerThanOneSegment) {
     EXPECT_EQ(l.pitch, w.pitch);
     EXPECT_EQ(l.lead, w.lead);
     EXPECT_EQ(l.pitch * static_cast<int64_t>(w.bytes) % 16 == 0 || l.pitch == w.shape.length, true);
+    if (w.shape.length * static_cast<int64_t>(w.bytes) >= cuda::kRowScanLinePitchBytes) {
+      EXPECT_EQ(l.pitch * static_cast<int64_t>(w.bytes) % 128, 0);
+    }
     const cuda::RowGeometry g = cuda::StagedGeometryOf(w.shape, w.layout, l);
     const cuda::RowGeometry packed = cuda::RowGeometryOf(w.shape, w.layout);
     EXPECT_EQ(g.rows, packed.rows);

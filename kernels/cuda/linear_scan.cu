@@ -278,6 +278,10 @@ __global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBl
 // the coalesced copies move) a permutation of itself.
 template <typename T>
 constexpr int kChunksPerThread = static_cast<int>(sizeof(T)) * kIpt / 16;
+// Steps of a tile, and its 16-byte chunks of T, in the kernels that stage tiles in shared memory.
+constexpr int kTileItems = kThreads * kIpt;
+template <typename T>
+constexpr int kStagedTileChunks = kTileItems* static_cast<int>(sizeof(T)) / 16;
 template <typename T>
 __device__ __forceinline__ int StagedChunk(int c) {
   return c ^ ((c >> 3) & (kChunksPerThread<T> - 1));
@@ -353,8 +357,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmStagedLookback)
     LinearScanStagedLookbackKernel(const GroupDesc* __restrict__ groups, LinearFlags f,
                                    LookbackTemp lb) {
-  constexpr int kTileItems = kThreads * kIpt;
-  constexpr int kTileChunks = kTileItems * static_cast<int>(sizeof(T)) / 16;
+  constexpr int kTileChunks = kStagedTileChunks<T>;
   __shared__ ScanShared<Pair> sh;
   __shared__ uint4 tile_a[kTileChunks];
   __shared__ uint4 tile_x[kTileChunks];
@@ -410,8 +413,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmStagedWalk)
     LinearScanStagedWalkKernel(const GroupDesc* __restrict__ groups, LinearFlags f,
                                LookbackTemp lb) {
-  constexpr int kTileItems = kThreads * kIpt;
-  constexpr int kTileChunks = kTileItems * static_cast<int>(sizeof(T)) / 16;
+  constexpr int kTileChunks = kStagedTileChunks<T>;
   __shared__ ScanShared<Pair> sh;
   // Two buffers, each a tile of a then one of x.
   __shared__ uint4 staged[2][2 * kTileChunks];

@@ -762,7 +762,7 @@ bool StagedWalkFits(const LinearScanOptions& o, std::span<const LinearScanRows> 
     if (plan::NeedsLookback(g, kShortTail)) continue;
     const plan::GroupPlan p = plan::PlanGroup(g, kShortTail);
     if (p.blocks == 0) continue;
-    if (!p.walk || p.unit_threads != kThreads || p.tile_and_tail) return false;
+    if (!p.walk || p.unit_threads != kThreads) return false;
     if (g.step_stride != 1 || r.y == nullptr) return false;
     if (!RowsAligned(g, r.a, es) || !RowsAligned(g, r.x, es) || !RowsAligned(g, r.y, es)) {
       return false;

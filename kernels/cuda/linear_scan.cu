@@ -281,7 +281,7 @@ constexpr int kChunksPerThread = static_cast<int>(sizeof(T)) * kIpt / 16;
 // Steps of a tile, and its 16-byte chunks of T, in the kernels that stage tiles in shared memory.
 constexpr int kTileItems = kThreads * kIpt;
 template <typename T>
-constexpr int kStagedTileChunks = kTileItems* static_cast<int>(sizeof(T)) / 16;
+constexpr int kStagedTileChunks = static_cast<int>(sizeof(T)) * kTileItems / 16;
 template <typename T>
 __device__ __forceinline__ int StagedChunk(int c) {
   return c ^ ((c >> 3) & (kChunksPerThread<T> - 1));

@@ -272,16 +272,17 @@ __global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBl
 // on which variant runs a row. It runs launches whose look-back rows are all contiguous, left to
 // right, 16-byte aligned, and read only a and x (StagedLookbackFits).
 
+// Steps of a tile, and its 16-byte chunks of T, in the kernels that stage tiles in shared memory.
+constexpr int kTileItems = kThreads * kIpt;
+template <typename T>
+constexpr int kStagedTileChunks = static_cast<int>(sizeof(T)) * kTileItems / 16;
+
 // 16-byte chunks of one thread's items, and where chunk c of a tile sits in shared memory: the XOR
 // spreads the chunks that the lanes of an 8-lane phase read at once (lane t reads chunk
 // t * kChunksPerThread + j) over distinct banks, and keeps every aligned run of 8 chunks (what
 // the coalesced copies move) a permutation of itself.
 template <typename T>
 constexpr int kChunksPerThread = static_cast<int>(sizeof(T)) * kIpt / 16;
-// Steps of a tile, and its 16-byte chunks of T, in the kernels that stage tiles in shared memory.
-constexpr int kTileItems = kThreads * kIpt;
-template <typename T>
-constexpr int kStagedTileChunks = static_cast<int>(sizeof(T)) * kTileItems / 16;
 template <typename T>
 __device__ __forceinline__ int StagedChunk(int c) {
   return c ^ ((c >> 3) & (kChunksPerThread<T> - 1));
@@ -292,7 +293,19 @@ __device__ __forceinline__ void CopyChunkAsync(uint4* dst, const uint4* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(to), "l"(src) : "memory");
 }
 
+// Every copy this thread has issued has landed.
 __device__ __forceinline__ void AwaitChunks() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+// Closes this thread's copies issued since the last call into a group that AwaitChunkGroups counts.
+__device__ __forceinline__ void CommitChunks() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+// All but the latest kPending of this thread's committed groups have landed.
+template <int kPending>
+__device__ __forceinline__ void AwaitChunkGroups() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+}
 
 // Steps [0, n) of a tile from global `src` (16-byte aligned) into shared `tile`, chunk-swizzled.
 template <typename T>
@@ -391,15 +404,6 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmStage
   WriteStagedItems<T>(tile_a, hv);
   __syncthreads();
   StageTileOut(tile_a, n, static_cast<T*>(g.out[0]) + at);
-}
-
-__device__ __forceinline__ void CommitChunks() {
-  asm volatile("cp.async.commit_group;" ::: "memory");
-}
-
-template <int kPending>
-__device__ __forceinline__ void AwaitChunkGroups() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
 }
 
 // Walked rows through shared memory: the block scans one tile while the next tile's a and x land

@@ -737,40 +737,37 @@ bool WalksPrefetch(const LinearScanOptions& o, std::span<const LinearScanRows> r
   return DeviceNeedsAlignedPrefetch();
 }
 
-// Whether every look-back row of a forward launch suits LinearScanStagedLookbackKernel: read left
-// to right from a and x only, each row contiguous, and every tile of it (kTileItems steps, a
-// multiple of 16 bytes) starting 16-byte aligned in a, x and y.
+// Whether a forward launch reads left to right from a and x only, as the kernels that stage tiles
+// in shared memory do.
+bool StagesAandX(const LinearScanOptions& o) { return !o.reverse && !o.has_b && !o.has_c; }
+
+// Whether a group's rows are contiguous and every tile of them (kTileItems steps, a multiple of 16
+// bytes) starts 16-byte aligned in a, x and y, as the kernels that stage tiles copy them.
+bool StagesRow(const LinearScanRows& r, int64_t es) {
+  const RowGeometry& g = r.geometry;
+  return g.step_stride == 1 && r.y != nullptr && RowsAligned(g, r.a, es) &&
+         RowsAligned(g, r.x, es) && RowsAligned(g, r.y, es);
+}
+
+// Whether every look-back row of a forward launch suits LinearScanStagedLookbackKernel.
 bool StagedLookbackFits(const LinearScanOptions& o, std::span<const LinearScanRows> rows) {
-  if (o.reverse || o.has_b || o.has_c) return false;
   const auto es = static_cast<int64_t>(DTypeSize(o.dtype));
-  if (es != 2 && es != 4) return false;
+  if (!StagesAandX(o) || (es != 2 && es != 4)) return false;
   for (const LinearScanRows& r : rows) {
-    const RowGeometry& g = r.geometry;
-    if (!plan::NeedsLookback(g, kShortTail)) continue;
-    if (g.step_stride != 1 || r.y == nullptr) return false;
-    if (!RowsAligned(g, r.a, es) || !RowsAligned(g, r.x, es) || !RowsAligned(g, r.y, es)) {
-      return false;
-    }
+    if (plan::NeedsLookback(r.geometry, kShortTail) && !StagesRow(r, es)) return false;
   }
   return true;
 }
 
 // Whether every walked row of a forward launch suits LinearScanStagedWalkKernel: a 16-bit type
-// (two tiles of a and x in shared memory), read left to right from a and x only, each row
-// contiguous and 16-byte aligned in a, x and y, and walked by whole blocks.
+// (two tiles of a and x in shared memory) and rows walked by whole blocks.
 bool StagedWalkFits(const LinearScanOptions& o, std::span<const LinearScanRows> rows) {
-  if (o.reverse || o.has_b || o.has_c || DTypeSize(o.dtype) != 2) return false;
-  const int64_t es = 2;
+  if (!StagesAandX(o) || DTypeSize(o.dtype) != 2) return false;
   for (const LinearScanRows& r : rows) {
-    const RowGeometry& g = r.geometry;
-    if (plan::NeedsLookback(g, kShortTail)) continue;
-    const plan::GroupPlan p = plan::PlanGroup(g, kShortTail);
+    if (plan::NeedsLookback(r.geometry, kShortTail)) continue;
+    const plan::GroupPlan p = plan::PlanGroup(r.geometry, kShortTail);
     if (p.blocks == 0) continue;
-    if (!p.walk || p.unit_threads != kThreads) return false;
-    if (g.step_stride != 1 || r.y == nullptr) return false;
-    if (!RowsAligned(g, r.a, es) || !RowsAligned(g, r.x, es) || !RowsAligned(g, r.y, es)) {
-      return false;
-    }
+    if (!p.walk || p.unit_threads != kThreads || !StagesRow(r, 2)) return false;
   }
   return true;
 }

@@ -68,9 +68,9 @@ constexpr RowGeometry RowGeometryOf(const SeqShape& shape, Layout layout) {
 // kernels' vector loads and stores need, and unaligned rows take the scalar path (on an H200, rows
 // of 65535 steps ran at 0.86x (float32) and 0.69x (bfloat16) the efficiency of 65536). Staged rows
 // get a pitch of whole 16-byte units instead (128-byte lines for long rows, see
-// kRowScanLinePitchBytes), so every segment of a row starts aligned but, where
-// the scan runs right to left, its last in scan order (at the row's start), and there the padding
-// goes before the row. Left to right, the padding follows the row and the kernels may write into it
+// kRowScanLinePitchBytes), so every segment of a row starts aligned but, where the scan runs right
+// to left, its last in scan order (at the row's start), and there the padding goes before the row.
+// Left to right, the padding follows the row and the kernels may write into it
 // (RowGeometry::padded), so that linear_scan's walking and single-tile kernels move the row's last
 // segment as units too (the others take their scalar path there). Staying packed: rows of one
 // warp-wide segment (kRowScanSegment steps) scanned right to left, which have no aligned segment to

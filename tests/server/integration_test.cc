@@ -126,37 +126,23 @@ void ExpectClose(const HostTensor& out, const std::vector<double>& ref, DType dt
   EXPECT_LE(RelativeL2Error(out, ref), Tolerance(dtype)) << name;
 }
 
-// A request's final state is one scalar per row, and these requests have few rows. Where the
-// recurrence cancels, float32's rounding (of the order of L * 6e-8 times the magnitudes summed)
-// can exceed 1e-5 of the state itself, so the error is judged against the larger of the state and
-// the same recurrence over absolute values (the scale the rounding follows): a wrong state still
-// fails, a cancelled one does not.
-void ExpectFinalStateClose(const LinearCase& c, const HostTensor& out,
-                           const std::vector<double>& ref) {
-  LinearScanProblem p = LinearScanProblemOf(c.r, c.s);
-  const size_t elem = DTypeSize(c.o.dtype);
-  const size_t bytes = static_cast<size_t>(c.s.elements()) * elem;
-  // Absolute values of little-endian IEEE floats of any width: the sign bit cleared.
-  auto abs_copy = [&](const void* src) {
-    std::vector<unsigned char> v(static_cast<const unsigned char*>(src),
-                                 static_cast<const unsigned char*>(src) + bytes);
-    for (size_t i = elem - 1; i < v.size(); i += elem) v[i] &= 0x7f;
-    return v;
-  };
-  const std::vector<unsigned char> a = abs_copy(p.a);
-  const std::vector<unsigned char> x = abs_copy(p.x);
-  const std::vector<unsigned char> b =
-      p.b != nullptr ? abs_copy(p.b) : std::vector<unsigned char>();
-  std::vector<float> h0;
-  if (p.h0 != nullptr) {
-    for (int64_t i = 0; i < c.s.rows(); ++i) h0.push_back(std::abs(p.h0[i]));
-  }
-  p.a = a.data();
-  p.x = x.data();
-  if (p.b != nullptr) p.b = b.data();
-  if (p.h0 != nullptr) p.h0 = h0.data();
-  const std::vector<double> magnitude = ReferenceLinearScan(c.o, p).final_state;
+// Absolute values of `count` little-endian IEEE floats of `width` bytes: the sign bits cleared.
+std::vector<unsigned char> AbsCopy(const void* src, int64_t count, size_t width) {
+  const auto* bytes = static_cast<const unsigned char*>(src);
+  std::vector<unsigned char> v(bytes, bytes + static_cast<size_t>(count) * width);
+  for (size_t i = width - 1; i < v.size(); i += width) v[i] &= 0x7f;
+  return v;
+}
+
+// A request's final state is one scalar per row (per state for the selective scan), and these
+// requests have few rows. Where the recurrence cancels, float32's rounding (of the order of
+// L * 6e-8 times the magnitudes summed) can exceed 1e-5 of the state itself, so the error is judged
+// against the larger of the state and `magnitude`, the same recurrence over absolute values (the
+// scale the rounding follows): a wrong state still fails, a cancelled one does not.
+void ExpectStateClose(const HostTensor& out, const std::vector<double>& ref,
+                      const std::vector<double>& magnitude, DType dtype, const char* name) {
   ASSERT_EQ(out.count(), static_cast<int64_t>(ref.size()));
+  ASSERT_EQ(magnitude.size(), ref.size());
   double err = 0;
   double ref_norm = 0;
   double magnitude_norm = 0;
@@ -166,8 +152,28 @@ void ExpectFinalStateClose(const LinearCase& c, const HostTensor& out,
     ref_norm += ref[i] * ref[i];
     magnitude_norm += magnitude[i] * magnitude[i];
   }
-  EXPECT_LE(std::sqrt(err), Tolerance(c.o.dtype) * std::sqrt(std::max(ref_norm, magnitude_norm)))
-      << "final_state: relative L2 error " << RelativeL2Error(out, ref);
+  EXPECT_LE(std::sqrt(err), Tolerance(dtype) * std::sqrt(std::max(ref_norm, magnitude_norm)))
+      << name << ": relative L2 error " << RelativeL2Error(out, ref) << ", state norm "
+      << std::sqrt(ref_norm) << ", magnitude norm " << std::sqrt(magnitude_norm);
+}
+
+void ExpectFinalStateClose(const LinearCase& c, const HostTensor& out,
+                           const std::vector<double>& ref) {
+  LinearScanProblem p = LinearScanProblemOf(c.r, c.s);
+  const size_t elem = DTypeSize(c.o.dtype);
+  const std::vector<unsigned char> a = AbsCopy(p.a, c.s.elements(), elem);
+  const std::vector<unsigned char> x = AbsCopy(p.x, c.s.elements(), elem);
+  const std::vector<unsigned char> b =
+      p.b != nullptr ? AbsCopy(p.b, c.s.elements(), elem) : std::vector<unsigned char>();
+  std::vector<float> h0;
+  if (p.h0 != nullptr) {
+    for (int64_t i = 0; i < c.s.rows(); ++i) h0.push_back(std::abs(p.h0[i]));
+  }
+  p.a = a.data();
+  p.x = x.data();
+  if (p.b != nullptr) p.b = b.data();
+  if (p.h0 != nullptr) p.h0 = h0.data();
+  ExpectStateClose(out, ref, ReferenceLinearScan(c.o, p).final_state, c.o.dtype, "final_state");
 }
 
 void Check(const LinearCase& c, const v1::LinearScanResponse& r) {
@@ -200,44 +206,22 @@ void Check(const BackwardCase& c, const v1::LinearScanBackwardResponse& r) {
   }
 }
 
-// The selective scan's last state, judged as ExpectFinalStateClose judges linear_scan's: against
-// the larger of the state and the same recurrence over |u|, |B| and |h0| (its decays exp(delta A)
-// are positive already), since a few states of a short row can cancel well below the rounding
-// of the terms that made them.
+// The selective scan's last state, against the same recurrence over |u|, |B| and |h0| (its decays
+// exp(delta A) are positive already).
 void ExpectLastStateClose(const SelectiveCase& c, const HostTensor& out,
                           const std::vector<double>& ref) {
   SelectiveScanProblem p = SelectiveScanProblemOf(c.r, c.s);
   const size_t elem = DTypeSize(c.o.dtype);
-  const auto abs_copy = [](const void* src, size_t count, size_t width) {
-    std::vector<unsigned char> v(static_cast<const unsigned char*>(src),
-                                 static_cast<const unsigned char*>(src) + count * width);
-    for (size_t i = width - 1; i < v.size(); i += width) v[i] &= 0x7f;
-    return v;
-  };
   const int64_t b_count = c.o.variable_b ? c.s.batch * c.o.groups * c.o.state_dim * c.s.length
                                          : c.s.dim * c.o.state_dim;
-  const std::vector<unsigned char> u = abs_copy(p.u, c.s.elements(), elem);
-  const std::vector<unsigned char> b =
-      abs_copy(p.B, b_count, c.o.variable_b ? elem : sizeof(float));
+  const std::vector<unsigned char> u = AbsCopy(p.u, c.s.elements(), elem);
+  const std::vector<unsigned char> b = AbsCopy(p.B, b_count, c.o.variable_b ? elem : sizeof(float));
   std::vector<unsigned char> h0;
-  if (p.h0 != nullptr) h0 = abs_copy(p.h0, c.s.rows() * c.o.state_dim, sizeof(float));
+  if (p.h0 != nullptr) h0 = AbsCopy(p.h0, c.s.rows() * c.o.state_dim, sizeof(float));
   p.u = u.data();
   p.B = b.data();
   if (p.h0 != nullptr) p.h0 = reinterpret_cast<const float*>(h0.data());
-  const std::vector<double> magnitude = ReferenceSelectiveScan(c.o, p).last_state;
-  ASSERT_EQ(out.count(), static_cast<int64_t>(ref.size()));
-  double err = 0;
-  double ref_norm = 0;
-  double magnitude_norm = 0;
-  for (int64_t i = 0; i < out.count(); ++i) {
-    const double d = out.Get(i) - ref[i];
-    err += d * d;
-    ref_norm += ref[i] * ref[i];
-    magnitude_norm += magnitude[i] * magnitude[i];
-  }
-  EXPECT_LE(std::sqrt(err), Tolerance(c.o.dtype) * std::sqrt(std::max(ref_norm, magnitude_norm)))
-      << "last_state: relative L2 error " << RelativeL2Error(out, ref) << ", state norm "
-      << std::sqrt(ref_norm) << ", magnitude norm " << std::sqrt(magnitude_norm);
+  ExpectStateClose(out, ref, ReferenceSelectiveScan(c.o, p).last_state, c.o.dtype, "last_state");
 }
 
 void Check(const SelectiveCase& c, const v1::SelectiveScanResponse& r) {

@@ -12,7 +12,9 @@
 // together exceed the L2 several times. One row of each case is checked against a float64
 // recurrence on the host, so a fast wrong kernel cannot pass unnoticed. Cases marked "staged" run
 // the rows laid out as the backend stages them (unaligned rows padded to a 16-byte or 128-byte
-// pitch, see sc::StagedLayoutOf) beside the same case on packed rows.
+// pitch, see sc::StagedLayoutOf) beside the same case on packed rows. Beside each case, "stream" is
+// the same bytes moved by the leanest one-launch kernel (StreamKernel), timed the same way: the
+// floor at the case's own size, where a launch's start and its last wave's drain count.
 //
 // Usage: cuda_scan_bench [--json PATH] [--runs N] [--only SUBSTRING]
 #include <cuda_bf16.h>
@@ -256,6 +258,8 @@ struct Result {
   double check = 0;  // max |got - want| / (|want| + 1) over the checked row
   int runs = 0;
   int sets = 0;
+  double stream_ms = 0;    // the same bytes through StreamKernel (StreamSameBytes)
+  int stream_vectors = 0;  // 16-byte vectors per thread and array of its fastest variant
 };
 
 LinearScanOptions LinearOptions(const Case& c) {
@@ -464,6 +468,119 @@ double CheckRow(const Case& c, const Tensors& t) {
   return worst;
 }
 
+// Inputs and outputs of the streaming reference: kIn arrays read and kOut written, `vecs` 16-byte
+// vectors each.
+struct StreamArgs {
+  const int4* in[4];
+  int4* out[2];
+  int64_t vecs;
+};
+
+// The leanest kernel that moves a case's bytes: each thread loads kV vectors of every input, all in
+// flight before the first is used, combines them and stores kV vectors of every output. Nothing
+// else: no scan, no barrier, no descriptor.
+template <int kV, int kIn, int kOut>
+__global__ void __launch_bounds__(256) StreamKernel(StreamArgs s) {
+  const int64_t first = blockIdx.x * int64_t{256} * kV + threadIdx.x;
+  int4 w[kIn][kV];
+#pragma unroll
+  for (int k = 0; k < kIn; ++k) {
+#pragma unroll
+    for (int v = 0; v < kV; ++v) {
+      const int64_t i = first + v * 256;
+      w[k][v] = i < s.vecs ? __ldg(s.in[k] + i) : int4{0, 0, 0, 0};
+    }
+  }
+#pragma unroll
+  for (int v = 0; v < kV; ++v) {
+    const int64_t i = first + v * 256;
+    if (i >= s.vecs) continue;
+    int4 acc = w[0][v];
+#pragma unroll
+    for (int k = 1; k < kIn; ++k) {
+      acc.x ^= w[k][v].x;
+      acc.y ^= w[k][v].y;
+      acc.z ^= w[k][v].z;
+      acc.w ^= w[k][v].w;
+    }
+#pragma unroll
+    for (int k = 0; k < kOut; ++k) {
+      s.out[k][i] = int4{acc.x + k, acc.y, acc.z, acc.w};
+    }
+  }
+}
+
+template <int kV>
+void LaunchStream(int n_in, int n_out, const StreamArgs& a, cudaStream_t st) {
+  const int64_t per_block = int64_t{256} * kV;
+  const unsigned blocks = static_cast<unsigned>((a.vecs + per_block - 1) / per_block);
+  if (n_in == 2 && n_out == 1) StreamKernel<kV, 2, 1><<<blocks, 256, 0, st>>>(a);
+  if (n_in == 1 && n_out == 1) StreamKernel<kV, 1, 1><<<blocks, 256, 0, st>>>(a);
+  if (n_in == 3 && n_out == 2) StreamKernel<kV, 3, 2><<<blocks, 256, 0, st>>>(a);
+  CHECK_CUDA(cudaGetLastError());
+}
+
+// The floor at a case's own size: its bytes (FloorBytes, as kIn equal arrays read and kOut written)
+// streamed by StreamKernel in one launch, timed as the case is (events, behind a spin, inputs
+// rotated past the L2), fastest of 1, 2 and 4 vectors per thread. The 1 GiB copy bandwidth leaves
+// out what a launch of a few microseconds pays in full: its start, the ramp to full bandwidth and
+// the drain of its last wave.
+void StreamSameBytes(const Case& c, int sets, int runs, Result* res) {
+  int n_in = 0;
+  int n_out = 0;
+  TensorCounts(c.op, &n_in, &n_out);
+  if (c.op == Op::kBackwardStates) n_in = 3;  // a, dy and the states; x is not read
+  const double array_bytes = FloorBytes(c) / (n_in + n_out);
+  const int64_t vecs = static_cast<int64_t>(std::ceil(array_bytes / 16));
+  const size_t stride = AlignUp(static_cast<size_t>(vecs) * 16, 256);
+  void* base = nullptr;
+  CHECK_CUDA(cudaMalloc(&base, stride * (n_in + n_out) * sets));
+  CHECK_CUDA(cudaMemset(base, 0x3c, stride * (n_in + n_out) * sets));
+  std::vector<StreamArgs> args(sets);
+  for (int s = 0; s < sets; ++s) {
+    char* at = static_cast<char*>(base) + stride * (n_in + n_out) * s;
+    for (int k = 0; k < n_in; ++k) args[s].in[k] = reinterpret_cast<const int4*>(at + stride * k);
+    for (int k = 0; k < n_out; ++k)
+      args[s].out[k] = reinterpret_cast<int4*>(at + stride * (n_in + k));
+    args[s].vecs = vecs;
+  }
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  std::vector<cudaEvent_t> ev(2 * static_cast<size_t>(runs));
+  for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventCreate(&e));
+  auto launch = [&](int v, const StreamArgs& a) {
+    if (v == 1) LaunchStream<1>(n_in, n_out, a, stream);
+    if (v == 2) LaunchStream<2>(n_in, n_out, a, stream);
+    if (v == 4) LaunchStream<4>(n_in, n_out, a, stream);
+  };
+  res->stream_ms = HUGE_VAL;
+  for (const int v : {1, 2, 4}) {
+    for (int i = 0; i < 3; ++i) launch(v, args[i % sets]);
+    Spin<<<1, 1, 0, stream>>>(2000000ull + 20000ull * runs);
+    CHECK_CUDA(cudaGetLastError());
+    for (int i = 0; i < runs; ++i) {
+      CHECK_CUDA(cudaEventRecord(ev[2 * i], stream));
+      launch(v, args[(i + 1) % sets]);
+      CHECK_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
+    }
+    CHECK_CUDA(cudaStreamSynchronize(stream));
+    std::vector<double> ms;
+    for (int i = 0; i < runs; ++i) {
+      float t = 0;
+      CHECK_CUDA(cudaEventElapsedTime(&t, ev[2 * i], ev[2 * i + 1]));
+      ms.push_back(t);
+    }
+    const double m = Median(ms);
+    if (m < res->stream_ms) {
+      res->stream_ms = m;
+      res->stream_vectors = v;
+    }
+  }
+  for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventDestroy(e));
+  CHECK_CUDA(cudaStreamDestroy(stream));
+  CHECK_CUDA(cudaFree(base));
+}
+
 Result RunCase(const Case& c, int runs_wanted, size_t l2_bytes) {
   Result res;
   const double floor_bytes = FloorBytes(c);
@@ -536,6 +653,7 @@ Result RunCase(const Case& c, int runs_wanted, size_t l2_bytes) {
   res.ms = Median(ms);
   res.runs = runs;
   res.sets = sets;
+  StreamSameBytes(c, sets, runs, &res);
   return res;
 }
 
@@ -628,8 +746,11 @@ int main(int argc, char** argv) {
     if (!only.empty() && c.name.find(only) == std::string::npos) continue;
     Result r = RunCase(c, runs, static_cast<size_t>(prop.l2CacheSize));
     r.floor_ms = FloorBytes(c) / (bw * 1e9) * 1e3;
-    std::printf("%-44s %9.4f ms  floor %9.4f  %5.1f%%  check %.1e  (%d runs, %d sets)\n",
-                c.name.c_str(), r.ms, r.floor_ms, 100 * r.floor_ms / r.ms, r.check, r.runs, r.sets);
+    std::printf(
+        "%-44s %9.4f ms  floor %9.4f  %5.1f%%  stream %9.4f (x%d)  check %.1e  (%d runs, %d "
+        "sets)\n",
+        c.name.c_str(), r.ms, r.floor_ms, 100 * r.floor_ms / r.ms, r.stream_ms, r.stream_vectors,
+        r.check, r.runs, r.sets);
     std::fflush(stdout);
     rows.push_back({c, r});
   }
@@ -650,8 +771,8 @@ int main(int argc, char** argv) {
 
   bool all_checks = true;
   std::printf("== table (copy bandwidth %.0f GB/s, %s)\n", bw, prop.name);
-  std::printf("%-44s %10s %10s %7s %-16s %s\n", "case", "median ms", "floor ms", "floor%", "goal",
-              "met");
+  std::printf("%-44s %10s %10s %7s %10s %7s %-16s %s\n", "case", "median ms", "floor ms", "floor%",
+              "stream ms", "stream%", "goal", "met");
   for (const Row& row : rows) {
     const double frac = row.r.floor_ms / row.r.ms;
     std::string goal = "-";
@@ -672,8 +793,10 @@ int main(int argc, char** argv) {
     }
     const bool ok = row.r.check < (row.c.dtype == DType::kFloat32 ? 1e-3 : 5e-2);
     all_checks = all_checks && ok;
-    std::printf("%-44s %10.4f %10.4f %6.1f%% %-16s %s%s\n", row.c.name.c_str(), row.r.ms,
-                row.r.floor_ms, 100 * frac, goal.c_str(), met.c_str(), ok ? "" : "  CHECK FAILED");
+    std::printf("%-44s %10.4f %10.4f %6.1f%% %10.4f %6.1f%% %-16s %s%s\n", row.c.name.c_str(),
+                row.r.ms, row.r.floor_ms, 100 * frac, row.r.stream_ms,
+                100 * row.r.stream_ms / row.r.ms, goal.c_str(), met.c_str(),
+                ok ? "" : "  CHECK FAILED");
   }
 
   if (!json_path.empty()) {
@@ -686,19 +809,19 @@ int main(int argc, char** argv) {
                  bw);
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& row = rows[i];
-      std::fprintf(f,
-                   "%s\n {\"name\": \"%s\", \"op\": \"%s\", \"dtype\": \"%s\", \"requests\": %d, "
-                   "\"B\": %lld, \"D\": %lld, \"L\": %lld, \"median_ms\": %.6f, "
-                   "\"floor_ms\": %.6f, \"fraction_of_floor\": %.4f, \"goal_ms\": %.4f, "
-                   "\"goal_fraction\": %.2f, \"check\": %.3e, \"runs\": %d, \"sets\": %d, "
-                   "\"staged\": %s}",
-                   i ? "," : "", row.c.name.c_str(), OpName(row.c.op),
-                   std::string(DTypeName(row.c.dtype)).c_str(), row.c.requests,
-                   static_cast<long long>(row.c.shape.batch),
-                   static_cast<long long>(row.c.shape.dim),
-                   static_cast<long long>(row.c.shape.length), row.r.ms, row.r.floor_ms,
-                   row.r.floor_ms / row.r.ms, row.c.goal_ms, row.c.goal_frac, row.r.check,
-                   row.r.runs, row.r.sets, row.c.staged ? "true" : "false");
+      std::fprintf(
+          f,
+          "%s\n {\"name\": \"%s\", \"op\": \"%s\", \"dtype\": \"%s\", \"requests\": %d, "
+          "\"B\": %lld, \"D\": %lld, \"L\": %lld, \"median_ms\": %.6f, "
+          "\"floor_ms\": %.6f, \"fraction_of_floor\": %.4f, \"goal_ms\": %.4f, "
+          "\"goal_fraction\": %.2f, \"check\": %.3e, \"runs\": %d, \"sets\": %d, "
+          "\"staged\": %s, \"stream_ms\": %.6f, \"stream_vectors\": %d}",
+          i ? "," : "", row.c.name.c_str(), OpName(row.c.op),
+          std::string(DTypeName(row.c.dtype)).c_str(), row.c.requests,
+          static_cast<long long>(row.c.shape.batch), static_cast<long long>(row.c.shape.dim),
+          static_cast<long long>(row.c.shape.length), row.r.ms, row.r.floor_ms,
+          row.r.floor_ms / row.r.ms, row.c.goal_ms, row.c.goal_frac, row.r.check, row.r.runs,
+          row.r.sets, row.c.staged ? "true" : "false", row.r.stream_ms, row.r.stream_vectors);
     }
     std::fprintf(f, "\n]}\n");
     std::fclose(f);

@@ -14,11 +14,17 @@
 // the rows laid out as the backend stages them (unaligned rows padded to a 16-byte or 128-byte
 // pitch, see sc::StagedLayoutOf) beside the same case on packed rows. Beside each case, "stream" is
 // the same bytes moved by the leanest one-launch kernel (StreamKernel), timed the same way: the
-// floor at the case's own size, where a launch's start and its last wave's drain count.
+// floor at the case's own size, where a launch's start and its last wave's drain count. Single rows
+// of 2^20 steps and more, which the issue's public kernels refuse, are also scanned by
+// cub::DeviceScan (linear_scan as a scan of (a, x) pairs under the same composition), checked the
+// same way.
 //
 // Usage: cuda_scan_bench [--json PATH] [--runs N] [--only SUBSTRING]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/iterator/transform_iterator.h>
+#include <thrust/iterator/transform_output_iterator.h>
 
 #include <algorithm>
 #include <cmath>
@@ -26,6 +32,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <cub/device/device_scan.cuh>
 #include <string>
 #include <vector>
 
@@ -260,6 +267,8 @@ struct Result {
   int sets = 0;
   double stream_ms = 0;    // the same bytes through StreamKernel (StreamSameBytes)
   int stream_vectors = 0;  // 16-byte vectors per thread and array of its fastest variant
+  double cub_ms = 0;       // the same scan by cub::DeviceScan (TimeCub), 0 where not run
+  double cub_check = 0;    // CheckRow of cub::DeviceScan's output
 };
 
 LinearScanOptions LinearOptions(const Case& c) {
@@ -581,6 +590,81 @@ void StreamSameBytes(const Case& c, int sets, int runs, Result* res) {
   CHECK_CUDA(cudaFree(base));
 }
 
+// cub::DeviceScan as a reference for single long rows, the case the issue's public kernels refuse:
+// linear_scan as a scan of (a, x) pairs under the same composition, associative add as
+// InclusiveSum, on the same float32 tensors.
+struct PairAt {
+  const float* a;
+  const float* x;
+  __device__ float2 operator()(int64_t i) const { return {__ldg(a + i), __ldg(x + i)}; }
+};
+struct ComposeLinear {
+  __device__ float2 operator()(float2 l, float2 r) const {
+    return {l.x * r.x, fmaf(r.x, l.y, r.y)};
+  }
+};
+struct StateOf {
+  __device__ float operator()(float2 p) const { return p.y; }
+};
+
+bool CubComparable(const Case& c) {
+  return c.dtype == DType::kFloat32 && c.requests == 1 && c.shape.rows() == 1 &&
+         c.shape.length >= (int64_t{1} << 20) &&
+         (c.op == Op::kLinear || c.op == Op::kAssociativeAdd);
+}
+
+cudaError_t CubScan(const Case& c, const Tensors& t, void* temp, size_t& temp_bytes,
+                    cudaStream_t stream) {
+  const int64_t n = c.shape.length;
+  const auto* x = static_cast<const float*>(t.in[0][c.op == Op::kLinear ? 1 : 0]);
+  auto* y = static_cast<float*>(t.out[0][0]);
+  if (c.op == Op::kAssociativeAdd) {
+    return cub::DeviceScan::InclusiveSum(temp, temp_bytes, x, y, n, stream);
+  }
+  const auto* a = static_cast<const float*>(t.in[0][0]);
+  auto in = thrust::make_transform_iterator(thrust::counting_iterator<int64_t>(0), PairAt{a, x});
+  auto out = thrust::make_transform_output_iterator(y, StateOf{});
+  return cub::DeviceScan::InclusiveScan(temp, temp_bytes, in, out, ComposeLinear{}, n, stream);
+}
+
+// Times CubScan over the case's input sets as RunCase times the kernel, after checking its output
+// (poisoned first) against the float64 recurrence.
+void TimeCub(const Case& c, std::vector<Tensors>& t, int runs, Result* res) {
+  const int sets = static_cast<int>(t.size());
+  size_t temp_bytes = 0;
+  CHECK_CUDA(CubScan(c, t[0], nullptr, temp_bytes, nullptr));
+  void* temp = nullptr;
+  CHECK_CUDA(cudaMalloc(&temp, std::max<size_t>(temp_bytes, 16)));
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (Tensors& x : t) {
+    CHECK_CUDA(cudaMemset(x.out[0][0], 0xff, static_cast<size_t>(c.shape.length) * 4));
+  }
+  for (int i = 0; i < 3; ++i) CHECK_CUDA(CubScan(c, t[i % sets], temp, temp_bytes, stream));
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  res->cub_check = CheckRow(c, t[(3 - 1) % sets]);
+  std::vector<cudaEvent_t> ev(2 * static_cast<size_t>(runs));
+  for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventCreate(&e));
+  Spin<<<1, 1, 0, stream>>>(2000000ull + 20000ull * runs);
+  CHECK_CUDA(cudaGetLastError());
+  for (int i = 0; i < runs; ++i) {
+    CHECK_CUDA(cudaEventRecord(ev[2 * i], stream));
+    CHECK_CUDA(CubScan(c, t[(i + 1) % sets], temp, temp_bytes, stream));
+    CHECK_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
+  }
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    float v = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&v, ev[2 * i], ev[2 * i + 1]));
+    ms.push_back(v);
+  }
+  for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventDestroy(e));
+  CHECK_CUDA(cudaStreamDestroy(stream));
+  CHECK_CUDA(cudaFree(temp));
+  res->cub_ms = Median(ms);
+}
+
 Result RunCase(const Case& c, int runs_wanted, size_t l2_bytes) {
   Result res;
   const double floor_bytes = FloorBytes(c);
@@ -649,6 +733,7 @@ Result RunCase(const Case& c, int runs_wanted, size_t l2_bytes) {
   }
   for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventDestroy(e));
   CHECK_CUDA(cudaStreamDestroy(stream));
+  if (CubComparable(c)) TimeCub(c, t, runs, &res);
   for (Tensors& x : t) FreeTensors(x);
   res.ms = Median(ms);
   res.runs = runs;
@@ -751,6 +836,10 @@ int main(int argc, char** argv) {
         "sets)\n",
         c.name.c_str(), r.ms, r.floor_ms, 100 * r.floor_ms / r.ms, r.stream_ms, r.stream_vectors,
         r.check, r.runs, r.sets);
+    if (r.cub_ms > 0) {
+      std::printf("%-44s %9.4f ms  cub::DeviceScan, same rows  check %.1e\n", "", r.cub_ms,
+                  r.cub_check);
+    }
     std::fflush(stdout);
     rows.push_back({c, r});
   }
@@ -799,6 +888,17 @@ int main(int argc, char** argv) {
                 ok ? "" : "  CHECK FAILED");
   }
 
+  std::printf(
+      "== cub::DeviceScan on the same single rows (linear_scan as a scan of (a, x) pairs)\n");
+  for (const Row& row : rows) {
+    if (row.r.cub_ms <= 0) continue;
+    const bool ok = row.r.cub_check < 1e-3;
+    all_checks = all_checks && ok;
+    std::printf("%-44s %10.4f ms %6.1f%% of floor; scanserve %.4f ms (%.2fx)%s\n",
+                row.c.name.c_str(), row.r.cub_ms, 100 * row.r.floor_ms / row.r.cub_ms, row.r.ms,
+                row.r.cub_ms / row.r.ms, ok ? "" : "  CHECK FAILED");
+  }
+
   if (!json_path.empty()) {
     FILE* f = std::fopen(json_path.c_str(), "w");
     if (f == nullptr) {
@@ -809,19 +909,20 @@ int main(int argc, char** argv) {
                  bw);
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row& row = rows[i];
-      std::fprintf(
-          f,
-          "%s\n {\"name\": \"%s\", \"op\": \"%s\", \"dtype\": \"%s\", \"requests\": %d, "
-          "\"B\": %lld, \"D\": %lld, \"L\": %lld, \"median_ms\": %.6f, "
-          "\"floor_ms\": %.6f, \"fraction_of_floor\": %.4f, \"goal_ms\": %.4f, "
-          "\"goal_fraction\": %.2f, \"check\": %.3e, \"runs\": %d, \"sets\": %d, "
-          "\"staged\": %s, \"stream_ms\": %.6f, \"stream_vectors\": %d}",
-          i ? "," : "", row.c.name.c_str(), OpName(row.c.op),
-          std::string(DTypeName(row.c.dtype)).c_str(), row.c.requests,
-          static_cast<long long>(row.c.shape.batch), static_cast<long long>(row.c.shape.dim),
-          static_cast<long long>(row.c.shape.length), row.r.ms, row.r.floor_ms,
-          row.r.floor_ms / row.r.ms, row.c.goal_ms, row.c.goal_frac, row.r.check, row.r.runs,
-          row.r.sets, row.c.staged ? "true" : "false", row.r.stream_ms, row.r.stream_vectors);
+      std::fprintf(f,
+                   "%s\n {\"name\": \"%s\", \"op\": \"%s\", \"dtype\": \"%s\", \"requests\": %d, "
+                   "\"B\": %lld, \"D\": %lld, \"L\": %lld, \"median_ms\": %.6f, "
+                   "\"floor_ms\": %.6f, \"fraction_of_floor\": %.4f, \"goal_ms\": %.4f, "
+                   "\"goal_fraction\": %.2f, \"check\": %.3e, \"runs\": %d, \"sets\": %d, "
+                   "\"staged\": %s, \"stream_ms\": %.6f, \"stream_vectors\": %d, \"cub_ms\": %.6f}",
+                   i ? "," : "", row.c.name.c_str(), OpName(row.c.op),
+                   std::string(DTypeName(row.c.dtype)).c_str(), row.c.requests,
+                   static_cast<long long>(row.c.shape.batch),
+                   static_cast<long long>(row.c.shape.dim),
+                   static_cast<long long>(row.c.shape.length), row.r.ms, row.r.floor_ms,
+                   row.r.floor_ms / row.r.ms, row.c.goal_ms, row.c.goal_frac, row.r.check,
+                   row.r.runs, row.r.sets, row.c.staged ? "true" : "false", row.r.stream_ms,
+                   row.r.stream_vectors, row.r.cub_ms);
     }
     std::fprintf(f, "\n]}\n");
     std::fclose(f);

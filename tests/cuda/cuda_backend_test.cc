@@ -603,12 +603,13 @@ TEST(CudaLinearScanKernel, MisalignedTensorsGiveTheSameBitsAndWriteOnlyTheirRows
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no usable CUDA device";
   Rng rng;
   SCANSERVE_TRACE_SEED(rng);
-  // Walks (8191, 12289), single units (511, 127), an aligned length, and look-back rows (more than
-  // 16 tiles). Look-back rows, and bfloat16 walks, run through shared memory where every row is
-  // aligned (offset 0 of 73728 and 12289 steps, 69633 and 8191 staged) and in registers elsewhere;
-  // small enough for the sanitizers.
-  const SeqShape shapes[] = {{1, 2, 8191}, {1, 1, 12289}, {2, 3, 511},  {1, 9, 127},
-                             {1, 1, 4096}, {1, 1, 73728}, {1, 2, 69633}};
+  // Walks (8191, 12289), single units (511, 127), one unit and a one-step tail (129, 513), an
+  // aligned length, and look-back rows (more than 16 tiles). Look-back rows, and bfloat16 walks,
+  // run through shared memory where every row is aligned (offset 0 of 73728 and 12289 steps, 69633
+  // and 8191 staged) and in registers elsewhere; staged tails move as one vector into the padding.
+  // Small enough for the sanitizers.
+  const SeqShape shapes[] = {{1, 2, 8191}, {1, 1, 12289}, {2, 3, 511},   {1, 9, 127},  {2, 5, 129},
+                             {1, 3, 513},  {1, 1, 4096},  {1, 1, 73728}, {1, 2, 69633}};
   for (const DType dtype : {DType::kFloat32, DType::kBFloat16}) {
     const size_t es = dtype == DType::kFloat32 ? 4 : 2;
     const int units = static_cast<int>(16 / es);

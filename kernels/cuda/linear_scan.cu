@@ -175,19 +175,12 @@ __device__ __forceinline__ void ForwardTailVector(const GroupDesc& g, const Unit
 #pragma unroll
     for (int i = 0; i < kVec; ++i) hv[i] *= bv[i];
   }
-  float tail_a[kShortTail];
-  float tail_h[kShortTail];
-#pragma unroll
-  for (int i = 0; i < kShortTail; ++i) {
-    tail_a[i] = av[i];
-    tail_h[i] = hv[i];
-  }
   const float h =
-      RunItems(EnteringState(carry, f.has_h0, f.has_h0 ? g.h0[u.row] : 0.0f), tail_a, tail_h, n);
+      RunItems(EnteringState(carry, f.has_h0, f.has_h0 ? g.h0[u.row] : 0.0f), av, hv, n);
   if (f.final_state) g.row_out[u.row] = h;
   float y[kVec];
 #pragma unroll
-  for (int i = 0; i < kVec; ++i) y[i] = i < n && i < kShortTail ? tail_h[i] : 0.0f;
+  for (int i = 0; i < kVec; ++i) y[i] = i < n ? hv[i] : 0.0f;
   if (g.out[1] != nullptr) {
     *reinterpret_cast<float4*>(static_cast<float*>(g.out[1]) + at) =
         make_float4(y[0], y[1], y[2], y[3]);

@@ -519,21 +519,6 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     }
   };
 
-  // Advances the thread's S states over one four-step group; yq gets the partial outputs.
-  auto advance = [&](const Group& gr, float(&yq)[4]) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      float acc = 0.f;
-#pragma unroll
-      for (int s = 0; s < S; ++s) {
-        const float a = Ex2(gr.dt[i] * a2[s]);
-        h[s] = fmaf(a, h[s], gr.dtu[i] * gr.b[i][s]);
-        acc = fmaf(gr.c[i][s], h[s], acc);
-      }
-      yq[i] = acc;
-    }
-  };
-
   auto compute = [&](long long t0, auto full_tag) {
     constexpr bool kFull = decltype(full_tag)::value;
     if (!row_ok) return;
@@ -542,37 +527,33 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     const float* const dt_row = s_dt + r * TP;
     const float* const dtu_row = s_dtu + r * TP;
     float* const y_row = s_y + (p * R + r) * TP;
-    if constexpr (kFastP == 8) {
-      // Two states per thread: shared memory is the busiest pipe (each thread loads B and C for
-      // only two states per step), and loading a group ahead only lengthens its queue (1% slower
-      // on an H100), so each group loads what it uses. Two groups per iteration let the second
-      // group's loads issue while the first waits on exp2.
+    // Software-pipelined by one four-step group. The compiler cannot tell the partial-sum rows from
+    // the inputs in shared memory, so it never moves a load above an earlier store: written in
+    // plain order, each group's loads would wait for the previous group's store and the whole
+    // group would run at the latency of its loads and exp2s. The next group's loads therefore
+    // come before this group's store (2-4% faster on an H100 at four states per thread; 1% slower
+    // at two, where shared memory is the busiest pipe). Past the last group they read the padding
+    // at the end of each row and of the B and C tile, whose values are never used.
+    Group cur;
+    load_group(dt_row, dtu_row, 0, cur);
 #pragma unroll 2
-      for (int t = 0; t < steps; t += 4) {
-        Group cur;
-        load_group(dt_row, dtu_row, t, cur);
-        float yq[4];
-        advance(cur, yq);
-        *reinterpret_cast<float4*>(y_row + t) = make_float4(yq[0], yq[1], yq[2], yq[3]);
+    for (int t = 0; t < steps; t += 4) {
+      Group next;
+      load_group(dt_row, dtu_row, t + 4, next);
+      float yq[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float acc = 0.f;
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          const float a = Ex2(cur.dt[i] * a2[s]);
+          h[s] = fmaf(a, h[s], cur.dtu[i] * cur.b[i][s]);
+          acc = fmaf(cur.c[i][s], h[s], acc);
+        }
+        yq[i] = acc;
       }
-    } else {
-      // Software-pipelined by one four-step group (2 to 4% faster on an H100). The compiler cannot
-      // tell the partial-sum rows from the inputs in shared memory, so it never moves a load above
-      // an earlier store: written in plain order, each group's loads would wait for the previous
-      // group's store, and the group would run at the latency of its loads and exp2s. The next
-      // group's loads therefore come before this group's store. Past the last group they read
-      // the padding at the end of each row and of the B and C tile, whose values are never used.
-      Group cur;
-      load_group(dt_row, dtu_row, 0, cur);
-#pragma unroll 2
-      for (int t = 0; t < steps; t += 4) {
-        Group next;
-        load_group(dt_row, dtu_row, t + 4, next);
-        float yq[4];
-        advance(cur, yq);
-        *reinterpret_cast<float4*>(y_row + t) = make_float4(yq[0], yq[1], yq[2], yq[3]);
-        cur = next;
-      }
+      *reinterpret_cast<float4*>(y_row + t) = make_float4(yq[0], yq[1], yq[2], yq[3]);
+      cur = next;
     }
   };
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs on the GPU machine: times two or more builds of one benchmark against each other, in
-# interleaved rounds (A B C, A B C, ...) so that clock and neighbour drift fall on every build
-# alike, and keeps only the result rows, each prefixed with its binary and round.
+# Runs on the GPU machine after scripts/gpu_run.sh has unpacked the bundle: times two or more
+# builds of one benchmark against each other, in interleaved rounds (A B C, A B C, ...) so that
+# clock and neighbour drift fall on every build alike, and keeps only the table lines, each
+# prefixed with its binary and round.
 #
 # Usage: bash scripts/gpu_compare.sh "BIN_A BIN_B ..." ROUNDS [BENCH ARGS...]
 #   BIN_*   binaries of .bundle/bin, e.g. a copy of cuda_selective_scan_bench built from the
@@ -21,7 +22,8 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name --format=csv,noheader
 for ((i = 1; i <= rounds; i++)); do
   for b in $bins; do
-    # Result rows start with the shape or case in parentheses; headers and progress lines do not.
+    # Table lines (the header and the result rows) start with a parenthesis; progress and floor
+    # lines do not.
     ".bundle/bin/$b" "$@" 2>&1 | grep -E '^\(' | sed "s/^/$b r$i: /" | tee -a "$out/compare.txt"
   done
 done

@@ -365,7 +365,7 @@ int main(int argc, char** argv) {
     row.best_default = TimeGeometry(o, sets, chosen, nullptr, runs, stream);
     if (variants) {
       for (int s : {2, 4, 8}) {
-        for (int r : {8, 16, 20, 24, 32, 64}) {
+        for (int r : {8, 12, 16, 20, 24, 28, 32, 64}) {
           const int p = static_cast<int>((sh.n + s - 1) / s);
           if (r * p > 256 || (s == chosen.states_per_thread && r == chosen.rows_per_block)) {
             continue;

@@ -313,7 +313,8 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   // load costs per byte each lane loads). The conversions to float are exact, so the results keep
   // their bits. A step's row is padded by two words, so that the staging stores of 32 consecutive
   // steps meet at most two to a bank. At four states per thread the same packing (one 128-bit
-  // load) was 7% slower on an H100 and is not used.
+  // load) was 7% slower on an H100 and is not used. The fast path is BDL only, so the packed
+  // staging below walks B and C along time alone.
   constexpr bool kPackedBc = kFast && S == 2 && !std::is_same_v<E, F32>;
   constexpr int kPackedRow = kFastP * S + 2;  // words per step
   unsigned int* const s_bc32 = reinterpret_cast<unsigned int*>(s_B);

@@ -296,8 +296,13 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
 
   const int nthreads = R * P;
   const int tid = threadIdx.x;
-  const int r = tid % R;
-  const int p = tid / R;
+  // Thread tid runs state thread p of row r. A 16-byte shared load serves eight lanes at a time,
+  // and rows r and r + 8k of dt and dt*u share banks: eight consecutive threads must hold eight
+  // consecutive rows or repeat the same ones. Rows [0, R8) therefore walk in runs of R8, and the
+  // R - R8 rows past them (four when R is not a multiple of eight) come last, for every p.
+  const int R8 = R & ~7;
+  const int r = tid < R8 * P ? tid % R8 : R8 + (tid - R8 * P) % (R - R8);
+  const int p = tid < R8 * P ? tid / R8 : (tid - R8 * P) / (R - R8);
   const int TP = T + 4;      // padded row of dt, dt*u and partial y: conflict-free 16-byte access
   const int NP = P * S + 4;  // padded row of staged B and C
   float* const s_dt = smem;

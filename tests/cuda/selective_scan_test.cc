@@ -313,8 +313,8 @@ TEST_F(SelectiveScanTest, AlignedRowsWithEveryMambaOption) {
     // eight state threads per channel.
     CheckOne(AllOn(dtype, Layout::kBDL, 16), SeqShape{1, 8192, 68});
     CheckOne(AllOn(dtype, Layout::kBDL, 32), SeqShape{2, 2048, 36});
-    // A few thousand channels in one wave: rows per block other than a power of two (20 at N = 8
-    // and at N = 16), the last block partly empty.
+    // A few thousand channels in one wave, the last block partly empty: 20 rows per block at
+    // N = 8 (rows 16 to 19 run after all others, see the kernel's thread map), 16 at N = 16.
     CheckOne(AllOn(dtype, Layout::kBDL, 8), SeqShape{1, 5110, 36});
     CheckOne(AllOn(dtype, Layout::kBDL, 16), SeqShape{1, 5110, 36});
   }
@@ -336,9 +336,14 @@ TEST(SelectiveScanDispatch, RowsPerBlockEvenOutOneWave) {
   o.variable_b = o.variable_c = true;
   SelectiveScanRows one;
   one.shape = SeqShape{1, 5120, 2048};
-  // Blocks of 16 rows: 320 blocks, 3 on some multiprocessors and 2 on others (48 channels at
-  // most); blocks of 20: 256 blocks, 2 on each (40).
+  // At N = 16 blocks of 16 rows already hold the target 128 threads and do not grow, though 20
+  // rows would put 40 channels on each multiprocessor instead of 48 on some.
+  EXPECT_EQ(SelectiveScanRowsPerBlock(o, 2, {&one, 1}), 16);
+  // At N = 8 blocks of 16 rows (64 threads) may grow: 20 rows make 256 blocks, 2 on each
+  // multiprocessor (40 channels) instead of 3 on some (48).
+  o.state_dim = 8;
   EXPECT_EQ(SelectiveScanRowsPerBlock(o, 2, {&one, 1}), 20);
+  o.state_dim = 16;
   // (8, 1536) at four states: 384 blocks of 32 rows, 3 on each multiprocessor; nothing evens it
   // out further in one wave.
   one.shape = SeqShape{8, 1536, 2048};

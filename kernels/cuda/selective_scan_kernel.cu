@@ -610,9 +610,9 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     // the inputs in shared memory, so it never moves a load above an earlier store: written in
     // plain order, each group's loads would wait for the previous group's store and the whole
     // group would run at the latency of its loads and exp2s. The next group's loads therefore
-    // come before this group's store (2-4% faster on an H100 at four states per thread; 1% slower
-    // at two, where shared memory is the busiest pipe). Past the last group they read the padding
-    // at the end of each row and of the B and C tile, whose values are never used.
+    // come before this group's store (2-4% faster on an H100 at four states per thread; at two,
+    // with B and C packed, no different from plain order on an H200). Past the last group they
+    // read the padding at the end of each row and of the B and C tile, whose values are never used.
     //
     // Four groups per iteration give the scheduler more independent exp2s (1-3% faster on an H200
     // at two states per thread, and at four with float32 inputs). 16-bit inputs at four states ran

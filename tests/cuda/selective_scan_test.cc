@@ -317,6 +317,11 @@ TEST_F(SelectiveScanTest, AlignedRowsWithEveryMambaOption) {
     // N = 8 (rows 16 to 19 run after all others, see the kernel's thread map), 16 at N = 16.
     CheckOne(AllOn(dtype, Layout::kBDL, 8), SeqShape{1, 5110, 36});
     CheckOne(AllOn(dtype, Layout::kBDL, 16), SeqShape{1, 5110, 36});
+    // N = 15 leaves the last state thread of each channel one state short, and two groups of 22
+    // channels each end in a partly empty block.
+    SelectiveScanOptions o = AllOn(dtype, Layout::kBDL, 15);
+    o.groups = 2;
+    CheckOne(o, SeqShape{2, 44, 100});
   }
 }
 

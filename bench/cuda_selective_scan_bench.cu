@@ -445,10 +445,15 @@ int main(int argc, char** argv) {
                   static_cast<long>(r.sh.dim), static_cast<long>(r.sh.n),
                   static_cast<long>(r.sh.length));
     const double t = r.best_default.median_ms;
+    // Shapes from --shape have neither a goal nor a Mamba time: those columns show "-".
     const bool has_goal = r.sh.goal_ms > 0;
-    std::printf("%-22s %-8s %9.4f %9.3f %9.3f %9.4f %9.4f %8.2f %8.2f %6s\n", shape,
-                std::string(DTypeName(r.sh.dtype)).c_str(), t, r.sh.goal_ms, r.sh.mamba_ms,
-                r.mem_floor_ms, r.exp_floor_ms, t / r.mem_floor_ms, t / r.exp_floor_ms,
+    char goal[16] = "-";
+    char mamba[16] = "-";
+    if (has_goal) std::snprintf(goal, sizeof(goal), "%.3f", r.sh.goal_ms);
+    if (r.sh.mamba_ms > 0) std::snprintf(mamba, sizeof(mamba), "%.3f", r.sh.mamba_ms);
+    std::printf("%-22s %-8s %9.4f %9s %9s %9.4f %9.4f %8.2f %8.2f %6s\n", shape,
+                std::string(DTypeName(r.sh.dtype)).c_str(), t, goal, mamba, r.mem_floor_ms,
+                r.exp_floor_ms, t / r.mem_floor_ms, t / r.exp_floor_ms,
                 !has_goal ? "-" : (t <= r.sh.goal_ms ? "yes" : "no"));
   }
 

@@ -3,11 +3,14 @@
 # everything the selective scan's issue asks of a build, in one call, so that a session whose
 # device time is short spends it on one machine start:
 #   1. cuda_selective_scan_test and the selective cases of cuda_backend_test, then memcheck and
-#      racecheck over SelectiveScanTest.* and SelectiveScanDispatch.* (scripts/gpu_run.sh);
-#   2. every operation and dtype over gRPC from the CUDA backend (scripts/gpu_service_check.sh);
-#   3. cuda_selective_scan_bench with BENCH ARGS (default: --runs 50 --no-variants, the goal table).
-# Logs land in $OUT/selective (/tmp/gpu_out/selective when OUT is unset); a short summary is
-# printed last. Exit status: 1 when any step failed.
+#      racecheck over SelectiveScanTest.* and SelectiveScanDispatch.*, then cuda_selective_scan_bench
+#      with BENCH ARGS (default: --runs 50 --no-variants, the goal table), all through
+#      scripts/gpu_run.sh;
+#   2. every operation and dtype over gRPC from the CUDA backend (scripts/gpu_service_check.sh).
+# Logs land in $OUT/selective (/tmp/gpu_out/selective when OUT is unset); gpu_run's bench table and
+# step summary, then the gRPC count, are printed last. Exit status: 1 unless every step of
+# gpu_run's summary is ok or clean (a sanitizer that is absent counts as a failure) and every
+# gRPC request passed.
 #
 # Usage: bash scripts/gpu_selective_check.sh [BENCH ARGS...]
 # Bundle: BUNDLE_ONLY='^(cuda_backend_test|cuda_selective_scan_test|cuda_selective_scan_bench|
@@ -25,8 +28,14 @@ status=0
 
 OUT="$out" bash scripts/gpu_run.sh --tests cuda_selective_scan_test,cuda_backend_test \
   --filter '*Selective*' --sanitize memcheck,racecheck --sanitize-tests cuda_selective_scan_test \
-  --sanitize-filter 'SelectiveScanTest.*:SelectiveScanDispatch.*' --benches none \
-  >"$out/tests.log" 2>&1 || status=1
+  --sanitize-filter 'SelectiveScanTest.*:SelectiveScanDispatch.*' \
+  --benches cuda_selective_scan_bench --bench-args "$*" >"$out/run.log" 2>&1
+# gpu_run always exits 0; its summary's second column is each step's status.
+if [[ ! -s $out/run/summary.txt ]] ||
+  awk '$1 == "test" || $1 == "bench" { st = $3 } $1 == "sanitize" { st = $4 }
+       st !~ /^(ok|clean)$/ { bad = 1 } END { exit !bad }' "$out/run/summary.txt"; then
+  status=1
+fi
 
 if [[ -x .bundle/bin/scanserve_server && -x .bundle/bin/scanctl ]]; then
   timeout 300 bash scripts/gpu_service_check.sh --server .bundle/bin/scanserve_server \
@@ -36,19 +45,13 @@ else
   status=1
 fi
 
-if [[ -x .bundle/bin/cuda_selective_scan_bench ]]; then
-  timeout 300 .bundle/bin/cuda_selective_scan_bench "$@" >"$out/bench.txt" 2>&1 || status=1
-else
-  echo "cuda_selective_scan_bench is not in .bundle/bin" >"$out/bench.txt"
-  status=1
-fi
-
 gpu=$(nvidia-smi --query-gpu=name,clocks.sm --format=csv,noheader 2>/dev/null | head -1)
 echo "== selective check on ${gpu:-no GPU (nvidia-smi failed)}"
-echo "-- tests and sanitizers ($out/tests.log):"
-tail -n 12 "$out/tests.log"
-echo "-- gRPC ($out/service.log):"
+if grep -q '^== cuda_selective_scan_bench (table)' "$out/run.log"; then
+  sed -n '/^== cuda_selective_scan_bench (table)/,$p' "$out/run.log"
+else
+  tail -n 12 "$out/run.log"
+fi
+echo "== gRPC ($out/service.log)"
 tail -n 1 "$out/service.log"
-echo "-- bench ($out/bench.txt):"
-grep -E '^(\(|device|measured)' "$out/bench.txt" || tail -n 5 "$out/bench.txt"
 exit "$status"

@@ -47,7 +47,8 @@ inline constexpr int kMaxRows = 128;
 inline constexpr int kMaxRegisters = 168;
 
 // Halve rows per block (down to kMinRows) while a launch makes fewer than this many blocks per
-// multiprocessor: small batches then still fill the GPU.
+// multiprocessor, so that small batches still fill the GPU, but not below the rows whose threads
+// prefetch the whole B and C tile.
 inline constexpr int kMinBlocksPerSm = 2;
 
 }  // namespace scanserve::cuda::selective_tuning

@@ -353,6 +353,17 @@ TEST(SelectiveScanDispatch, RowsPerBlockEvenOutOneWave) {
   // out further in one wave.
   one.shape = SeqShape{8, 1536, 2048};
   EXPECT_EQ(SelectiveScanRowsPerBlock(o, 4, {&one, 1}), 32);
+
+  // Batches too small for two blocks per multiprocessor halve their rows per block, but not below
+  // the rows whose threads prefetch the whole B and C tile (16 at two states, 32 at four).
+  one.shape = SeqShape{1, 2048, 2048};
+  EXPECT_EQ(SelectiveScanRowsPerBlock(o, 2, {&one, 1}), 16);
+  one.shape = SeqShape{1, 8192, 2048};
+  EXPECT_EQ(SelectiveScanRowsPerBlock(o, 4, {&one, 1}), 32);
+  // With fixed B and C there is no tile to prefetch, and 16 rows halve to 8 (256 blocks, not 128).
+  o.variable_b = o.variable_c = false;
+  one.shape = SeqShape{1, 2048, 2048};
+  EXPECT_EQ(SelectiveScanRowsPerBlock(o, 2, {&one, 1}), 8);
 }
 
 TEST_F(SelectiveScanTest, LongRows) {

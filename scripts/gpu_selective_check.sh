@@ -30,7 +30,8 @@ OUT="$out" bash scripts/gpu_run.sh --tests cuda_selective_scan_test,cuda_backend
   --filter '*Selective*' --sanitize memcheck,racecheck --sanitize-tests cuda_selective_scan_test \
   --sanitize-filter 'SelectiveScanTest.*:SelectiveScanDispatch.*' \
   --benches cuda_selective_scan_bench --bench-args "$*" >"$out/run.log" 2>&1
-# gpu_run always exits 0; its summary's second column is each step's status.
+# gpu_run always exits 0: its summary holds each step's status, the third field of test and bench
+# lines and the fourth of sanitize lines.
 if [[ ! -s $out/run/summary.txt ]] ||
   awk '$1 == "test" || $1 == "bench" { st = $3 } $1 == "sanitize" { st = $4 }
        st !~ /^(ok|clean)$/ { bad = 1 } END { exit !bad }' "$out/run/summary.txt"; then

@@ -47,8 +47,8 @@ inline constexpr int kMaxRows = 128;
 inline constexpr int kMaxRegisters = 168;
 
 // Halve rows per block (down to kMinRows) while a launch makes fewer than this many blocks per
-// multiprocessor, so that small batches still fill the GPU, but not below the rows whose threads
-// prefetch the whole B and C tile.
+// multiprocessor, so that small batches still fill the GPU; rows whose threads prefetch the whole
+// B and C tile are never halved into rows whose threads do not.
 inline constexpr int kMinBlocksPerSm = 2;
 
 }  // namespace scanserve::cuda::selective_tuning

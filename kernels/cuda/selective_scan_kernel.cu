@@ -55,7 +55,7 @@ struct Desc {
   long long length;
   long long first_block;  // index of this request's first block in the launch
   int vec_ok;             // four-step vectors of u, delta, z and y are aligned (BDL only)
-  int pad;
+  int bc_copy16;          // B and C rows can be copied in 16-byte pieces (the fast path's copies)
 };
 
 struct Params {
@@ -80,6 +80,19 @@ __device__ __forceinline__ float Ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+}
+
+// Copies `bytes` (kBytes, or 0 for none) from global memory to the kBytes of shared memory at
+// shared address `dst`, filling with zeros what it does not copy; completes at cp.async.wait_all.
+template <int kBytes>
+__device__ __forceinline__ void CopyAsync(unsigned dst, const void* src, int bytes) {
+  if constexpr (kBytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
+                 : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
+                 : "memory");
+  }
 }
 
 // ops.md: log1p(exp(v)), and v itself where v > 20. Written as max(v, 0) + log1p(exp(-|v|)) with
@@ -312,20 +325,31 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   float* const s_y = s_gate + R * TP;     // [P][R][TP]
   float* const s_B = s_y + P * R * TP;
   float* const s_C = s_B + (kVarB ? T * NP : 0);
-  // Two states per thread with 16-bit inputs on the fast path: B and C stay in their 16-bit form,
-  // packed per (step, state thread) as one word of B's pair and one of C's, so that a thread loads
-  // its four values of a step in one 64-bit load instead of two 64-bit loads of floats (a shared
-  // load costs per byte each lane loads). The conversions to float are exact, so the results keep
-  // their bits. A step's row is padded by two words, so that the staging stores of 32 consecutive
-  // steps meet at most two to a bank. At four states per thread the same packing (one 128-bit
-  // load) was 7% slower on an H100 and is not used. The fast path is BDL only, so the packed
-  // staging below walks B and C along time alone.
-  constexpr bool kPackedBc = kFast && S == 2 && !std::is_same_v<E, F32>;
-  constexpr int kPackedRow = kFastP * S + 2;  // words per step
-  unsigned int* const s_bc32 = reinterpret_cast<unsigned int*>(s_B);
-  // Word of the pair (2k, 2k + 1) of B (tensor 0) or C (tensor 1) at step t: pair k belongs to
-  // state thread k.
-  auto bc_word_at = [&](int t, int k, int tensor) { return t * kPackedRow + 2 * k + tensor; };
+  // Two states per thread with 16-bit inputs on the fast path: B and C stay in their 16-bit form
+  // and in their global layout, one row of steps per state, copied by cp.async straight from
+  // global to shared memory one tile ahead into the second of two buffers. No thread holds them in
+  // registers, repacks them or computes an address per element: a thread issues a few 8-byte
+  // copies per tile, against 8 loads with 64-bit addresses and 4 stores of words packed per
+  // (step, state pair) before. In the recurrence a thread loads four steps of one of its rows with
+  // one 8-byte load, as many loads as the packed words took, and the conversions to float are
+  // exact, so the results keep their bits. At four states per thread packing B and C (one 128-bit
+  // load per step) was 7% slower on an H100, and that configuration keeps floats. The fast path
+  // is BDL only, so B and C rows run along time.
+  constexpr bool kAsyncBc = kFast && S == 2 && !std::is_same_v<E, F32>;
+  constexpr int kPs = kFast ? kFastP * S : 1;  // state rows per tensor, N rounded up
+  // 16-bit words per row: a multiple of 8 (16-byte copies), 4 past the tile for the lookahead.
+  constexpr int kBcRow = tuning::kMaxTile + 8;
+  constexpr int kBcBuffer = 2 * kPs * kBcRow;  // B's rows, then C's
+  // A thread's copies per tile: B and C rows hold 2 * N * kMaxTile / 8 pieces of 16 bytes (twice
+  // as many of 8), and blocks have at least kMinRows rows, so at most this many of 16 bytes.
+  constexpr int kMaxCopies16 =
+      kAsyncBc ? (2 * kPs * tuning::kMaxTile / 8 + tuning::kMinRows * kFastP - 1) /
+                     (tuning::kMinRows * kFastP)
+               : 1;
+  constexpr int kMaxCopies = 2 * kMaxCopies16;
+  static_assert(!kAsyncBc || 2 * kBcBuffer * 2 <= (2 * tuning::kMaxTile + 4) * (kPs + 4) * 4,
+                "the two B and C buffers fit the shared memory SharedBytes gives B and C");
+  unsigned short* const s_bc16 = reinterpret_cast<unsigned short*>(s_B);
 
   constexpr bool bld = kBld;
   const long long tstride = bld ? D : 1;  // elements between consecutive steps of one channel
@@ -349,12 +373,12 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   }
 
   // Padded state columns of staged B and C stay zero: staging writes only n < N.
-  if constexpr (kPackedBc) {
-    const int first = (N + 1) / 2;
-    const int pad = P * S / 2 - first;
-    for (int i = tid; i < T * pad; i += nthreads) {
-      s_bc32[bc_word_at(i / pad, first + i % pad, 0)] = 0;
-      s_bc32[bc_word_at(i / pad, first + i % pad, 1)] = 0;
+  if constexpr (kAsyncBc) {
+    // Rows N..kPs - 1 of both tensors in both buffers: cp.async never writes them.
+    const int pad_rows = kPs - N;
+    for (int i = tid; i < 4 * pad_rows * kBcRow; i += nthreads) {
+      const int rows_before = (i / kBcRow / pad_rows) * kPs + N + (i / kBcRow) % pad_rows;
+      s_bc16[rows_before * kBcRow + i % kBcRow] = 0;
     }
   } else if constexpr (kVarB || kVarC) {
     const int pad = NP - N;
@@ -391,18 +415,10 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   int bc_pk[kBc];
 #pragma unroll
   for (int k = 0; k < kBc; ++k) {
-    if constexpr (kPackedBc) {
-      // Elements k and k + 1 (k even) are one step's states 2m and 2m + 1: staging stores words.
-      const int e = tid + (k / 2) * nthreads;
-      const int t = e % T;
-      const int n = 2 * (e / T) + k % 2;
-      bc_pk[k] = e < T * ((N + 1) / 2) && n < N ? (t << 10) | n : -1;
-    } else {
-      const int e = tid + k * nthreads;
-      const int t = bld ? e / N : e % T;
-      const int n = bld ? e % N : e / T;
-      bc_pk[k] = e < T * N ? (t << 10) | n : -1;
-    }
+    const int e = tid + k * nthreads;
+    const int t = bld ? e / N : e % T;
+    const int n = bld ? e % N : e / T;
+    bc_pk[k] = !kAsyncBc && e < T * N ? (t << 10) | n : -1;
   }
   const long long GN = static_cast<long long>(G) * N;
   // Element index of (step 0 of the tile, state 0) in B and C, and the offset of (t, n) from it.
@@ -427,6 +443,46 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   const Raw* const gC = static_cast<const Raw*>(ds.C);
   Raw* const gy = static_cast<Raw*>(ds.y);
 
+  // The fast path (BDL, the N * L of a request within 32 bits) forms a unit's sequence pointers
+  // once and moves them by t0 elements per tile, a 32-bit offset.
+  const Raw* unit_u[kUnits];
+  const Raw* unit_delta[kUnits];
+  const Raw* unit_z[kUnits];
+  Raw* unit_y[kUnits];
+#pragma unroll
+  for (int j = 0; j < kUnits; ++j) {
+    unit_u[j] = gu + u_at[j];
+    unit_delta[j] = gdelta + u_at[j];
+    unit_z[j] = gz + u_at[j];
+    unit_y[j] = gy + u_at[j];
+  }
+
+  // The copies of B and C this thread issues per tile, `steps` (8 or 4) steps each: copy c = tid +
+  // j * nthreads covers steps (c % (T / steps)) * steps on of state row c / (T / steps), B's rows
+  // before C's. 16-byte pieces where the request's rows allow them (half the instructions).
+  const bool copy16 = ds.bc_copy16 != 0;
+  const int copy_steps = copy16 ? 8 : 4;
+  const int copies_per_row = tuning::kMaxTile / copy_steps;
+  const Raw* copy_src[kMaxCopies];  // in tile 0
+  unsigned copy_dst[kMaxCopies];    // shared-space address in buffer 0; kNoCopy: none
+  constexpr unsigned kNoCopy = ~0u;
+  if constexpr (kAsyncBc) {
+    const unsigned s_bc_base = static_cast<unsigned>(__cvta_generic_to_shared(s_bc16));
+    const long long row0 = (b * G + g) * N * L;  // element index of (state 0, step 0) of the group
+#pragma unroll
+    for (int j = 0; j < kMaxCopies; ++j) {
+      const int c = tid + j * nthreads;
+      const int row = c / copies_per_row;  // tensor * N + n
+      const int step = copy_steps * (c % copies_per_row);
+      const int tensor = row / N;
+      const int n = row % N;
+      const bool on = row < 2 * N && (!copy16 || j < kMaxCopies16);
+      copy_src[j] = (tensor == 0 ? gB : gC) + row0 + static_cast<long long>(n) * L + step;
+      copy_dst[j] =
+          on ? s_bc_base + 2u * static_cast<unsigned>((tensor * kPs + n) * kBcRow + step) : kNoCopy;
+    }
+  }
+
   // The fast path keeps each unit's D * u and z gate in registers from its staging to its finalize
   // (the same thread does both), instead of a round trip through shared memory; D_skip and z are
   // always on there, so the kept finalize needs no option checks. At four states per thread with
@@ -450,12 +506,41 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
       const int count = kFull ? 4 : static_cast<int>(max(0LL, min(4LL, L - t0 - u_step[j])));
       if (count == 0) continue;
       const bool vec = !bld && vec_ok && (kFull || count == 4);
-      const long long at = u_at[j] + t0 * tstride;
-      raw_u[j] = E::Load(gu + at, tstride, count, vec);
-      raw_delta[j] = E::Load(gdelta + at, tstride, count, vec);
-      if (has_z) raw_z[j] = E::Load(gz + at, tstride, count, vec);
+      if constexpr (kFast) {
+        const int t0i = static_cast<int>(t0);
+        raw_u[j] = E::Load(unit_u[j] + t0i, 1, count, vec);
+        raw_delta[j] = E::Load(unit_delta[j] + t0i, 1, count, vec);
+        raw_z[j] = E::Load(unit_z[j] + t0i, 1, count, vec);
+      } else {
+        const long long at = u_at[j] + t0 * tstride;
+        raw_u[j] = E::Load(gu + at, tstride, count, vec);
+        raw_delta[j] = E::Load(gdelta + at, tstride, count, vec);
+        if (has_z) raw_z[j] = E::Load(gz + at, tstride, count, vec);
+      }
     }
-    if constexpr (kVarB || kVarC) {
+    if constexpr (kAsyncBc) {
+      const unsigned buffer = static_cast<unsigned>((t0 / tuning::kMaxTile) & 1) * 2u * kBcBuffer;
+      const int t0i = static_cast<int>(t0);  // the fast path's N * L fits 32 bits
+      // L is a multiple of the piece (8 steps for 16-byte pieces, 4 on the fast path): a piece
+      // lies wholly inside the row or past it, and one past it reads nothing and fills zeros
+      // (finite, and multiplied by dt = 0).
+      auto copy = [&](int j, auto bytes_tag) {
+        constexpr int kBytes = decltype(bytes_tag)::value;
+        if (copy_dst[j] == kNoCopy) return;
+        const bool inside =
+            kFull || t0i + (kBytes / 2) * ((tid + j * nthreads) % (tuning::kMaxTile * 2 / kBytes)) <
+                         static_cast<int>(L);
+        CopyAsync<kBytes>(copy_dst[j] + buffer, inside ? copy_src[j] + t0i : copy_src[j],
+                          inside ? kBytes : 0);
+      };
+      if (copy16) {
+#pragma unroll
+        for (int j = 0; j < kMaxCopies16; ++j) copy(j, std::integral_constant<int, 16>{});
+      } else {
+#pragma unroll
+        for (int j = 0; j < kMaxCopies; ++j) copy(j, std::integral_constant<int, 8>{});
+      }
+    } else if constexpr (kVarB || kVarC) {
       const long long tv = L - t0;
       const long long base = bc_tile_at(t0);
 #pragma unroll
@@ -509,42 +594,13 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
         }
       }
     }
-    if constexpr (kVarB || kVarC) {
+    if constexpr (kAsyncBc) {
+      // This thread's copies of the next tile have landed; the barrier after staging shows every
+      // thread's to the block.
+      asm volatile("cp.async.wait_all;\n" ::: "memory");
+    } else if constexpr (kVarB || kVarC) {
       const long long tv = L - t0;
-      if constexpr (kPackedBc) {
-        auto word = [&](unsigned int lo, unsigned int hi) { return (lo & 0xffffu) | (hi << 16); };
-#pragma unroll
-        for (int k = 0; k < kBc; k += 2) {
-          if (bc_pk[k] < 0) continue;
-          const int t = bc_pk[k] >> 10;
-          const int pair = (bc_pk[k] & 1023) / 2;
-          const bool valid = kFull || t < tv;
-          const bool has_hi = bc_pk[k + 1] >= 0;
-          s_bc32[bc_word_at(t, pair, 0)] = valid ? word(raw_b[k], has_hi ? raw_b[k + 1] : 0u) : 0u;
-          s_bc32[bc_word_at(t, pair, 1)] = valid ? word(raw_c[k], has_hi ? raw_c[k + 1] : 0u) : 0u;
-        }
-        // Whatever the prefetch does not cover (large N, few rows per block): loads that wait.
-        const int pairs = (N + 1) / 2;
-        if (kBc / 2 * nthreads < T * pairs) {
-          const long long base = bc_tile_at(t0);
-          for (int e = tid + kBc / 2 * nthreads; e < T * pairs; e += nthreads) {
-            const int t = e % T;
-            const int pair = e / T;
-            const bool valid = kFull || t < tv;
-            const bool has_hi = 2 * pair + 1 < N;
-            const long long at = base + bc_offset(t, 2 * pair);
-            const long long at_hi = base + bc_offset(t, 2 * pair + 1);
-            unsigned int wb = 0;
-            unsigned int wc = 0;
-            if (valid) {
-              wb = word(gB[at], has_hi ? gB[at_hi] : 0u);
-              wc = word(gC[at], has_hi ? gC[at_hi] : 0u);
-            }
-            s_bc32[bc_word_at(t, pair, 0)] = wb;
-            s_bc32[bc_word_at(t, pair, 1)] = wc;
-          }
-        }
-      } else {
+      {
 #pragma unroll
         for (int k = 0; k < kBc; ++k) {
           if (bc_pk[k] < 0) continue;
@@ -575,7 +631,8 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     float b[4][S];
     float c[4][S];
   };
-  auto load_group = [&](const float* dt_row, const float* dtu_row, int t, Group& gr) {
+  auto load_group = [&](const float* dt_row, const float* dtu_row, const unsigned short* bc_rows,
+                        int t, Group& gr) {
     const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
     const float4 dtu4 = *reinterpret_cast<const float4*>(dtu_row + t);
     gr.dt[0] = dt4.x;
@@ -586,29 +643,34 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     gr.dtu[1] = dtu4.y;
     gr.dtu[2] = dtu4.z;
     gr.dtu[3] = dtu4.w;
+    if constexpr (kAsyncBc) {
+      // Four steps of each of the thread's rows of B and of C, the earlier step in the low half.
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      if constexpr (kPackedBc) {
-        // x holds B's pair, y C's; the low half is the even state.
-        const uint2 w = *reinterpret_cast<const uint2*>(s_bc32 + bc_word_at(t + i, p, 0));
+      for (int s = 0; s < S; ++s) {
+        const uint2 wb = *reinterpret_cast<const uint2*>(bc_rows + s * kBcRow + t);
+        const uint2 wc = *reinterpret_cast<const uint2*>(bc_rows + (kPs + s) * kBcRow + t);
 #pragma unroll
-        for (int s = 0; s < S; ++s) {
-          gr.b[i][s] = E::ToFloat(static_cast<unsigned short>(w.x >> (16 * s)));
-          gr.c[i][s] = E::ToFloat(static_cast<unsigned short>(w.y >> (16 * s)));
+        for (int i = 0; i < 4; ++i) {
+          const int shift = 16 * (i & 1);
+          gr.b[i][s] = E::ToFloat(static_cast<unsigned short>((i < 2 ? wb.x : wb.y) >> shift));
+          gr.c[i][s] = E::ToFloat(static_cast<unsigned short>((i < 2 ? wc.x : wc.y) >> shift));
         }
-        continue;
       }
-      if constexpr (kVarB) {
-        LoadStates<S>(s_B + (t + i) * NP + p * S, gr.b[i]);
-      } else {
+    } else {
 #pragma unroll
-        for (int s = 0; s < S; ++s) gr.b[i][s] = bfix[s];
-      }
-      if constexpr (kVarC) {
-        LoadStates<S>(s_C + (t + i) * NP + p * S, gr.c[i]);
-      } else {
+      for (int i = 0; i < 4; ++i) {
+        if constexpr (kVarB) {
+          LoadStates<S>(s_B + (t + i) * NP + p * S, gr.b[i]);
+        } else {
 #pragma unroll
-        for (int s = 0; s < S; ++s) gr.c[i][s] = cfix[s];
+          for (int s = 0; s < S; ++s) gr.b[i][s] = bfix[s];
+        }
+        if constexpr (kVarC) {
+          LoadStates<S>(s_C + (t + i) * NP + p * S, gr.c[i]);
+        } else {
+#pragma unroll
+          for (int s = 0; s < S; ++s) gr.c[i][s] = cfix[s];
+        }
       }
     }
   };
@@ -621,6 +683,8 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     const float* const dt_row = s_dt + r * TP;
     const float* const dtu_row = s_dtu + r * TP;
     float* const y_row = s_y + (p * R + r) * TP;
+    const unsigned short* const bc_rows =
+        s_bc16 + ((t0 / tuning::kMaxTile) & 1) * kBcBuffer + p * S * kBcRow;
     // Software-pipelined by one four-step group. The compiler cannot tell the partial-sum rows from
     // the inputs in shared memory, so it never moves a load above an earlier store: written in
     // plain order, each group's loads would wait for the previous group's store and the whole
@@ -634,11 +698,11 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     // 1% slower that way, and at eight states four groups spill more registers: both keep two.
     constexpr int kGroupsPerIteration = S == 2 || (S == 4 && std::is_same_v<E, F32>) ? 4 : 2;
     Group cur;
-    load_group(dt_row, dtu_row, 0, cur);
+    load_group(dt_row, dtu_row, bc_rows, 0, cur);
 #pragma unroll kGroupsPerIteration
     for (int t = 0; t < steps; t += 4) {
       Group next;
-      load_group(dt_row, dtu_row, t + 4, next);
+      load_group(dt_row, dtu_row, bc_rows, t + 4, next);
       float yq[4];
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
@@ -693,8 +757,12 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
         }
       }
       const float y[4] = {acc.x, acc.y, acc.z, acc.w};
-      E::Store(gy + u_at[j] + t0 * tstride, tstride, count, !bld && vec_ok && (kFull || count == 4),
-               y);
+      if constexpr (kFast) {
+        E::Store(unit_y[j] + static_cast<int>(t0), 1, count, kFull || count == 4, y);
+      } else {
+        E::Store(gy + u_at[j] + t0 * tstride, tstride, count,
+                 !bld && vec_ok && (kFull || count == 4), y);
+      }
     }
   };
 
@@ -949,8 +1017,10 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
       "the kFast kernel's tiles are kMaxTile steps long");
   auto fast = [&](const SelectiveScanRows& p, int S) {
     const int P = StateThreads(N, S);
+    // 16-bit inputs at two states copy B and C to shared memory in 8-byte pieces.
+    const bool bc_copies_aligned = elem == 4 || S != 2 || (Aligned(p.B, 8) && Aligned(p.C, 8));
     return options.variable_b && options.variable_c && options.has_z && options.delta_softplus &&
-           options.has_d_skip && S != 8 && (P == 4 || P == 8) && vec_ok(p) &&
+           options.has_d_skip && S != 8 && (P == 4 || P == 8) && vec_ok(p) && bc_copies_aligned &&
            static_cast<long long>(N) * p.shape.length < INT_MAX - tuning::kMaxTile;
   };
 
@@ -1003,6 +1073,7 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
       ds.length = p.shape.length;
       ds.first_block = grp.blocks;
       ds.vec_ok = vec_ok(p);
+      ds.bc_copy16 = p.shape.length % 8 == 0 && Aligned(p.B, 16) && Aligned(p.C, 16);
       std::memcpy(&descs[count], &ds, sizeof(ds));
       ++count;
       ++grp.count;

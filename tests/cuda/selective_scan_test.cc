@@ -299,11 +299,13 @@ TEST_F(SelectiveScanTest, ShortAndAlignedLengths) {
 TEST_F(SelectiveScanTest, AlignedRowsWithEveryMambaOption) {
   // BDL rows whose length is a multiple of four, with variable B and C, z, softplus and D_skip on,
   // run the kernel specialized for that configuration (4 or 8 state threads per channel: N = 8 and
-  // 16 here): whole tiles and a partial last tile. N = 64 (32 state threads) runs the general
-  // kernel beside them, with a B and C tile larger than the prefetch.
+  // 16 here): whole tiles and a partial last tile, whose B and C copies (16-bit inputs) come in
+  // 16-byte pieces where the length is a multiple of eight (160, 200, 1024) and in 8-byte ones
+  // where it is not (228). N = 64 (32 state threads) runs the general kernel beside them, with a B
+  // and C tile larger than the prefetch.
   for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
     for (int n : {8, 16, 64}) {
-      for (int64_t length : {160, 228, 1024}) {
+      for (int64_t length : {160, 200, 228, 1024}) {
         SelectiveScanOptions o = AllOn(dtype, Layout::kBDL, n);
         o.has_h0 = length != 228;
         CheckOne(o, SeqShape{2, 40, length});

@@ -120,8 +120,9 @@ __device__ __forceinline__ float SoftplusCoarse(float v) {
   const float e = Ex2(-fabsf(v) * kLog2e);
   float l;
   asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(l) : "f"(1.f + e));
-  const float r = fmaf(l, 0.6931471805599453f, fmaxf(v, 0.f));
-  return v > 20.f ? v : r;
+  // Past v = 17, 1 + e rounds to 1, lg2 gives 0 and the result is v itself: ops.md's cut at 20
+  // needs no branch here.
+  return fmaf(l, 0.6931471805599453f, fmaxf(v, 0.f));
 }
 
 // z * sigmoid(z); for very negative z the denominator overflows to inf and the gate goes to 0.
@@ -337,7 +338,8 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   // is BDL only, so B and C rows run along time.
   constexpr bool kAsyncBc = kFast && S == 2 && !std::is_same_v<E, F32>;
   constexpr int kPs = kFast ? kFastP * S : 1;  // state rows per tensor, N rounded up
-  // 16-bit words per row: a multiple of 8 (16-byte copies), 4 past the tile for the lookahead.
+  // 16-bit words per row: a multiple of 8 (16-byte copies), and 8 past the tile that the compute
+  // loop's last lookahead reads.
   constexpr int kBcRow = tuning::kMaxTile + 8;
   constexpr int kBcBuffer = 2 * kPs * kBcRow;  // B's rows, then C's
   // A thread's copies per tile: B and C rows hold 2 * N * kMaxTile / 8 pieces of 16 bytes (twice
@@ -631,8 +633,7 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     float b[4][S];
     float c[4][S];
   };
-  auto load_group = [&](const float* dt_row, const float* dtu_row, const unsigned short* bc_rows,
-                        int t, Group& gr) {
+  auto load_group = [&](const float* dt_row, const float* dtu_row, int t, Group& gr) {
     const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
     const float4 dtu4 = *reinterpret_cast<const float4*>(dtu_row + t);
     gr.dt[0] = dt4.x;
@@ -643,48 +644,28 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     gr.dtu[1] = dtu4.y;
     gr.dtu[2] = dtu4.z;
     gr.dtu[3] = dtu4.w;
-    if constexpr (kAsyncBc) {
-      // Four steps of each of the thread's rows of B and of C, the earlier step in the low half.
 #pragma unroll
-      for (int s = 0; s < S; ++s) {
-        const uint2 wb = *reinterpret_cast<const uint2*>(bc_rows + s * kBcRow + t);
-        const uint2 wc = *reinterpret_cast<const uint2*>(bc_rows + (kPs + s) * kBcRow + t);
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (kVarB) {
+        LoadStates<S>(s_B + (t + i) * NP + p * S, gr.b[i]);
+      } else {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int shift = 16 * (i & 1);
-          gr.b[i][s] = E::ToFloat(static_cast<unsigned short>((i < 2 ? wb.x : wb.y) >> shift));
-          gr.c[i][s] = E::ToFloat(static_cast<unsigned short>((i < 2 ? wc.x : wc.y) >> shift));
-        }
+        for (int s = 0; s < S; ++s) gr.b[i][s] = bfix[s];
       }
-    } else {
+      if constexpr (kVarC) {
+        LoadStates<S>(s_C + (t + i) * NP + p * S, gr.c[i]);
+      } else {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        if constexpr (kVarB) {
-          LoadStates<S>(s_B + (t + i) * NP + p * S, gr.b[i]);
-        } else {
-#pragma unroll
-          for (int s = 0; s < S; ++s) gr.b[i][s] = bfix[s];
-        }
-        if constexpr (kVarC) {
-          LoadStates<S>(s_C + (t + i) * NP + p * S, gr.c[i]);
-        } else {
-#pragma unroll
-          for (int s = 0; s < S; ++s) gr.c[i][s] = cfix[s];
-        }
+        for (int s = 0; s < S; ++s) gr.c[i][s] = cfix[s];
       }
     }
   };
 
   auto compute = [&](long long t0, auto full_tag) {
-    constexpr bool kFull = decltype(full_tag)::value;
     if (!row_ok) return;
-    const int steps =
-        kFull ? T : static_cast<int>(min(static_cast<long long>(T), (L - t0 + 3) & ~3LL));
     const float* const dt_row = s_dt + r * TP;
     const float* const dtu_row = s_dtu + r * TP;
     float* const y_row = s_y + (p * R + r) * TP;
-    const unsigned short* const bc_rows =
-        s_bc16 + ((t0 / tuning::kMaxTile) & 1) * kBcBuffer + p * S * kBcRow;
     // Software-pipelined by one four-step group. The compiler cannot tell the partial-sum rows from
     // the inputs in shared memory, so it never moves a load above an earlier store: written in
     // plain order, each group's loads would wait for the previous group's store and the whole
@@ -696,27 +677,91 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     // Four groups per iteration give the scheduler more independent exp2s (1-3% faster on an H200
     // at two states per thread, and at four with float32 inputs). 16-bit inputs at four states ran
     // 1% slower that way, and at eight states four groups spill more registers: both keep two.
-    constexpr int kGroupsPerIteration = S == 2 || (S == 4 && std::is_same_v<E, F32>) ? 4 : 2;
-    Group cur;
-    load_group(dt_row, dtu_row, bc_rows, 0, cur);
-#pragma unroll kGroupsPerIteration
-    for (int t = 0; t < steps; t += 4) {
-      Group next;
-      load_group(dt_row, dtu_row, bc_rows, t + 4, next);
-      float yq[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float acc = 0.f;
+    if constexpr (kAsyncBc) {
+      const unsigned short* const bc_rows =
+          s_bc16 + ((t0 / tuning::kMaxTile) & 1) * kBcBuffer + p * S * kBcRow;
+      // Copied B and C: each of the thread's rows is loaded 8 steps at a time (one 16-byte load
+      // per row and two groups instead of two 8-byte ones), a pair of groups ahead, and converted
+      // where it is used. The tile is always whole here (steps past the end of the row were
+      // staged with dt = 0 and copied as zeros, and leave the state unchanged), so the loop unrolls
+      // completely. The last lookahead reads the 8 padding steps of each row.
+      struct Rows8 {
+        uint4 b[S];
+        uint4 c[S];
+      };
+      auto load_rows8 = [&](int t, Rows8& w) {
 #pragma unroll
         for (int s = 0; s < S; ++s) {
-          const float a = Ex2(cur.dt[i] * a2[s]);
-          h[s] = fmaf(a, h[s], cur.dtu[i] * cur.b[i][s]);
-          acc = fmaf(cur.c[i][s], h[s], acc);
+          w.b[s] = *reinterpret_cast<const uint4*>(bc_rows + s * kBcRow + t);
+          w.c[s] = *reinterpret_cast<const uint4*>(bc_rows + (kPs + s) * kBcRow + t);
         }
-        yq[i] = acc;
+      };
+      auto half = [](const uint4& w, int i) {  // step i (0..7) of an 8-step load
+        const unsigned word = i < 2 ? w.x : i < 4 ? w.y : i < 6 ? w.z : w.w;
+        return static_cast<unsigned short>(word >> (16 * (i & 1)));
+      };
+      // Four steps from `first` (0 or 4) of an 8-step load, with the group's dt and dt * u.
+      auto advance = [&](const float4& dt4, const float4& dtu4, const Rows8& w, int first,
+                         float* y_out) {
+        const float dt[4] = {dt4.x, dt4.y, dt4.z, dt4.w};
+        const float dtu[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
+        float yq[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          float acc = 0.f;
+#pragma unroll
+          for (int s = 0; s < S; ++s) {
+            const float a = Ex2(dt[i] * a2[s]);
+            h[s] = fmaf(a, h[s], dtu[i] * E::ToFloat(half(w.b[s], first + i)));
+            acc = fmaf(E::ToFloat(half(w.c[s], first + i)), h[s], acc);
+          }
+          yq[i] = acc;
+        }
+        *reinterpret_cast<float4*>(y_out) = make_float4(yq[0], yq[1], yq[2], yq[3]);
+      };
+      Rows8 cur_rows;
+      load_rows8(0, cur_rows);
+      float4 dt_a = *reinterpret_cast<const float4*>(dt_row);
+      float4 dtu_a = *reinterpret_cast<const float4*>(dtu_row);
+#pragma unroll
+      for (int t = 0; t < tuning::kMaxTile; t += 8) {
+        // Every load comes before the store it could otherwise wait behind.
+        const float4 dt_b = *reinterpret_cast<const float4*>(dt_row + t + 4);
+        const float4 dtu_b = *reinterpret_cast<const float4*>(dtu_row + t + 4);
+        Rows8 next_rows;
+        load_rows8(t + 8, next_rows);
+        advance(dt_a, dtu_a, cur_rows, 0, y_row + t);
+        dt_a = *reinterpret_cast<const float4*>(dt_row + t + 8);
+        dtu_a = *reinterpret_cast<const float4*>(dtu_row + t + 8);
+        advance(dt_b, dtu_b, cur_rows, 4, y_row + t + 4);
+        cur_rows = next_rows;
       }
-      *reinterpret_cast<float4*>(y_row + t) = make_float4(yq[0], yq[1], yq[2], yq[3]);
-      cur = next;
+    } else {
+      constexpr bool kFull = decltype(full_tag)::value;
+      constexpr int kGroupsPerIteration = S == 2 || (S == 4 && std::is_same_v<E, F32>) ? 4 : 2;
+      const int steps =
+          kFull ? T : static_cast<int>(min(static_cast<long long>(T), (L - t0 + 3) & ~3LL));
+      Group cur;
+      load_group(dt_row, dtu_row, 0, cur);
+#pragma unroll kGroupsPerIteration
+      for (int t = 0; t < steps; t += 4) {
+        Group next;
+        load_group(dt_row, dtu_row, t + 4, next);
+        float yq[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          float acc = 0.f;
+#pragma unroll
+          for (int s = 0; s < S; ++s) {
+            const float a = Ex2(cur.dt[i] * a2[s]);
+            h[s] = fmaf(a, h[s], cur.dtu[i] * cur.b[i][s]);
+            acc = fmaf(cur.c[i][s], h[s], acc);
+          }
+          yq[i] = acc;
+        }
+        *reinterpret_cast<float4*>(y_row + t) = make_float4(yq[0], yq[1], yq[2], yq[3]);
+        cur = next;
+      }
     }
   };
 
@@ -892,6 +937,37 @@ bool Aligned(const void* p, size_t bytes) { return reinterpret_cast<uintptr_t>(p
 
 int StateThreads(int n, int states) { return (n + states - 1) / states; }
 
+// Four-step vectors of u, delta, z and y are aligned (BDL rows of a length divisible by four).
+bool VectorsAligned(const SelectiveScanOptions& options, const SelectiveScanRows& p) {
+  const size_t vec_bytes = 4 * DTypeSize(options.dtype);
+  return options.layout == Layout::kBDL && p.shape.length % 4 == 0 && Aligned(p.u, vec_bytes) &&
+         Aligned(p.delta, vec_bytes) && Aligned(p.y, vec_bytes) &&
+         (!options.has_z || Aligned(p.z, vec_bytes));
+}
+
+// Whether a request runs the kFast kernel at S states per thread: its own alignment and shape and
+// the options decide, never its batch mates, so that batching keeps its bits.
+bool RunsFastKernel(const SelectiveScanOptions& options, const SelectiveScanRows& p, int S) {
+  const int N = options.state_dim;
+  const int P = StateThreads(N, S);
+  // 16-bit inputs at two states copy B and C to shared memory in 8-byte pieces.
+  const bool bc_copies_aligned =
+      DTypeSize(options.dtype) == 4 || S != 2 || (Aligned(p.B, 8) && Aligned(p.C, 8));
+  return options.variable_b && options.variable_c && options.has_z && options.delta_softplus &&
+         options.has_d_skip && S != 8 && (P == 4 || P == 8) && VectorsAligned(options, p) &&
+         bc_copies_aligned &&
+         static_cast<long long>(N) * p.shape.length < INT_MAX - tuning::kMaxTile;
+}
+
+// Whether a launch's kFast kernel copies B and C with cp.async (16-bit inputs at two states per
+// thread): nothing waits for a B and C prefetch there, whatever the rows per block.
+bool CopiesBcAsync(const SelectiveScanOptions& options, int S,
+                   std::span<const SelectiveScanRows> group) {
+  // A launch's requests all run the kFast kernel or none does (the launch groups them so).
+  return DTypeSize(options.dtype) == 2 && S == 2 && !group.empty() &&
+         RunsFastKernel(options, group.front(), S);
+}
+
 // Whether blocks of `rows` channels prefetch their whole B and C tile into registers (else the rest
 // is staged with loads that wait).
 bool PrefetchCoversBc(const SelectiveScanOptions& options, int P, int T, int rows) {
@@ -909,7 +985,8 @@ bool PrefetchCoversBc(const SelectiveScanOptions& options, int P, int T, int row
 // though the latter put 48 channels on some multiprocessors. Rows per block only schedule
 // channels: results do not depend on them.
 int BalanceRows(const SelectiveScanOptions& options, int S, int P, int T, int rows,
-                std::span<const SelectiveScanRows> group) {
+                std::span<const SelectiveScanRows> group, bool prefetched_bc) {
+  auto covers = [&](int r) { return !prefetched_bc || PrefetchCoversBc(options, P, T, r); };
   const int sms = MultiprocessorCount();
   const int regs_per_sm = DeviceAttribute(cudaDevAttrMaxRegistersPerMultiprocessor, 65536);
   const int smem_per_sm = DeviceAttribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor, 233472);
@@ -929,12 +1006,12 @@ int BalanceRows(const SelectiveScanOptions& options, int S, int P, int T, int ro
     return (blocks + sms - 1) / sms * r;
   };
   long long best = most_channels(rows);
-  if (best < 0 || !PrefetchCoversBc(options, P, T, rows)) return rows;
+  if (best < 0 || !covers(rows)) return rows;
   int chosen = rows;
   const int max_threads = std::min(tuning::kMaxThreads, std::max(rows * P, tuning::kTargetThreads));
   for (int r = std::max(tuning::kMinRows, rows / 2); r <= 2 * rows; r += 4) {
     if (r * P > max_threads || r > tuning::kMaxRows) break;
-    if (!PrefetchCoversBc(options, P, T, r)) continue;
+    if (!covers(r)) continue;
     const long long c = most_channels(r);
     if (c >= 0 && c < best) {
       best = c;
@@ -955,6 +1032,14 @@ int SelectiveScanRowsPerBlock(const SelectiveScanOptions& options, int states_pe
   const int N = options.state_dim;
   const int P = StateThreads(N, states_per_thread);
   const int T = tuning::TileLength(P);
+  if (CopiesBcAsync(options, states_per_thread, group)) {
+    // Fewer warps on the busiest multiprocessor pay there: an H100 ran (1, 5120, 16, 2048) bf16 in
+    // 0.101 ms at 8 rows (64 threads), 0.106 at 16, and (1, 768) to (1, 6336) and (2, 2048)
+    // 2.5-6% faster at 8 rows than at 16.
+    int rows = tuning::kMinRows;
+    while (rows * 2 * P <= tuning::kAsyncBcTargetThreads) rows *= 2;
+    return BalanceRows(options, states_per_thread, P, T, rows, group, /*prefetched_bc=*/false);
+  }
   const int cap = std::min(tuning::kMaxRows, tuning::kMaxThreads / P);
   int rows = tuning::kMinRows;
   // At least the target threads, and enough threads that the B and C tile fits the prefetch.
@@ -973,7 +1058,7 @@ int SelectiveScanRowsPerBlock(const SelectiveScanOptions& options, int states_pe
     if (blocks >= want) break;
     rows /= 2;
   }
-  return BalanceRows(options, states_per_thread, P, T, rows, group);
+  return BalanceRows(options, states_per_thread, P, T, rows, group, /*prefetched_bc=*/true);
 }
 
 size_t SelectiveScanWorkspaceBytes(size_t num_problems) {
@@ -1000,29 +1085,12 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
   if (problems.size() > kSelectiveScanMaxProblems) {
     return {cudaErrorInvalidValue, "selective_scan: too many problems in one launch"};
   }
-  const size_t elem = DTypeSize(options.dtype);
   const bool bld = options.layout == Layout::kBLD;
   Desc* const descs = static_cast<Desc*>(host_workspace);
-
-  const size_t vec_bytes = 4 * elem;
-  auto vec_ok = [&](const SelectiveScanRows& p) {
-    return !bld && p.shape.length % 4 == 0 && Aligned(p.u, vec_bytes) &&
-           Aligned(p.delta, vec_bytes) && Aligned(p.y, vec_bytes) &&
-           (!options.has_z || Aligned(p.z, vec_bytes));
-  };
-  // Whether a request runs the kFast kernel: its own alignment and shape and the options decide,
-  // never its batch mates, so that batching keeps its bits.
   static_assert(
       tuning::TileLength(4) == tuning::kMaxTile && tuning::TileLength(8) == tuning::kMaxTile,
       "the kFast kernel's tiles are kMaxTile steps long");
-  auto fast = [&](const SelectiveScanRows& p, int S) {
-    const int P = StateThreads(N, S);
-    // 16-bit inputs at two states copy B and C to shared memory in 8-byte pieces.
-    const bool bc_copies_aligned = elem == 4 || S != 2 || (Aligned(p.B, 8) && Aligned(p.C, 8));
-    return options.variable_b && options.variable_c && options.has_z && options.delta_softplus &&
-           options.has_d_skip && S != 8 && (P == 4 || P == 8) && vec_ok(p) && bc_copies_aligned &&
-           static_cast<long long>(N) * p.shape.length < INT_MAX - tuning::kMaxTile;
-  };
+  auto fast = [&](const SelectiveScanRows& p, int S) { return RunsFastKernel(options, p, S); };
 
   // One launch per (states per thread, fast) group; descriptors of all groups go up in one copy.
   constexpr std::pair<int, bool> kGroupKeys[] = {{2, false}, {2, true},  {4, false},
@@ -1072,7 +1140,7 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
       ds.dim = p.shape.dim;
       ds.length = p.shape.length;
       ds.first_block = grp.blocks;
-      ds.vec_ok = vec_ok(p);
+      ds.vec_ok = VectorsAligned(options, p);
       ds.bc_copy16 = p.shape.length % 8 == 0 && Aligned(p.B, 16) && Aligned(p.C, 16);
       std::memcpy(&descs[count], &ds, sizeof(ds));
       ++count;

@@ -36,6 +36,10 @@ inline constexpr int kBcPerThread = 4;
 // the B and C tile fits the prefetch), never above kMaxThreads; rows per block is a power of two in
 // [kMinRows, kMaxRows].
 inline constexpr int kTargetThreads = 128;
+// The kFast kernel that copies B and C with cp.async (16-bit inputs, two states per thread) aims
+// at this many instead: nothing there waits on a B and C prefetch, and smaller blocks put fewer
+// warps on the busiest multiprocessor.
+inline constexpr int kAsyncBcTargetThreads = 64;
 inline constexpr int kMaxThreads = 256;
 inline constexpr int kMinRows = 8;
 inline constexpr int kMaxRows = 128;

@@ -366,6 +366,26 @@ TEST(SelectiveScanDispatch, RowsPerBlockEvenOutOneWave) {
   o.variable_b = o.variable_c = false;
   one.shape = SeqShape{1, 2048, 2048};
   EXPECT_EQ(SelectiveScanRowsPerBlock(o, 2, {&one, 1}), 8);
+
+  // Mamba's options with 16-bit inputs at two states run the kernel that copies B and C with
+  // cp.async: blocks of 64 threads, evened out over one wave.
+  o.variable_b = o.variable_c = true;
+  o.has_z = o.delta_softplus = o.has_d_skip = true;
+  one.shape = SeqShape{1, 5120, 2048};
+  EXPECT_EQ(SelectiveScanRowsPerBlock(o, 2, {&one, 1}), 8);  // 640 blocks, 40 channels at most
+  one.shape = SeqShape{1, 768, 2048};
+  EXPECT_EQ(SelectiveScanRowsPerBlock(o, 2, {&one, 1}), 8);
+  // 4752 channels: 12 rows make 396 blocks, 3 on each multiprocessor (36 channels), where 8 rows
+  // put 40 on some.
+  one.shape = SeqShape{1, 4752, 2048};
+  EXPECT_EQ(SelectiveScanRowsPerBlock(o, 2, {&one, 1}), 12);
+  one.shape = SeqShape{1, 768, 2048};
+  // float32 keeps the general rule (16 rows), and so does a length the vectors cannot take.
+  o.dtype = DType::kFloat32;
+  EXPECT_EQ(SelectiveScanRowsPerBlock(o, 2, {&one, 1}), 16);
+  o.dtype = DType::kBFloat16;
+  one.shape = SeqShape{1, 768, 2047};
+  EXPECT_EQ(SelectiveScanRowsPerBlock(o, 2, {&one, 1}), 16);
 }
 
 TEST_F(SelectiveScanTest, LongRows) {

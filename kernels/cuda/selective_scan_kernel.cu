@@ -319,12 +319,15 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   const int p = tid < R8 * P ? tid / R8 : (tid - R8 * P) / (R - R8);
   const int TP = T + 4;      // padded row of dt, dt*u and partial y: conflict-free 16-byte access
   const int NP = P * S + 4;  // padded row of staged B and C
+  constexpr bool kAsyncBc = kFast && S == 2 && !std::is_same_v<E, F32>;
   float* const s_dt = smem;
   float* const s_dtu = s_dt + R * TP;
   float* const s_skip = s_dtu + R * TP;   // D * u
   float* const s_gate = s_skip + R * TP;  // z * sigmoid(z)
   float* const s_y = s_gate + R * TP;     // [P][R][TP]
-  float* const s_B = s_y + P * R * TP;
+  // The copied-B-and-C kernel double-buffers dt, dt * u (in the D * u and gate rows, which it does
+  // not use) and the partial outputs, so that a tile needs one barrier: see the tile loop.
+  float* const s_B = s_y + (kAsyncBc ? 2 : 1) * P * R * TP;
   float* const s_C = s_B + (kVarB ? T * NP : 0);
   // Two states per thread with 16-bit inputs on the fast path: B and C stay in their 16-bit form
   // and in their global layout, one row of steps per state, copied by cp.async straight from
@@ -336,7 +339,6 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   // exact, so the results keep their bits. At four states per thread packing B and C (one 128-bit
   // load per step) was 7% slower on an H100, and that configuration keeps floats. The fast path
   // is BDL only, so B and C rows run along time.
-  constexpr bool kAsyncBc = kFast && S == 2 && !std::is_same_v<E, F32>;
   constexpr int kPs = kFast ? kFastP * S : 1;  // state rows per tensor, N rounded up
   // 16-bit words per row: a multiple of 8 (16-byte copies), and 8 past the tile that the compute
   // loop's last lookahead reads.
@@ -490,8 +492,10 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   // always on there, so the kept finalize needs no option checks. At four states per thread with
   // 16-bit inputs this ran 1.7% slower on an H100 and is not used.
   constexpr bool kKeepGate = kFast && (S == 2 || std::is_same_v<E, F32>);
-  float kept_skip[kKeepGate ? kUnits : 1][4];
-  float kept_gate[kKeepGate ? kUnits : 1][4];
+  // [buffer][unit][step]: the copied-B-and-C kernel stages a tile while the one before it still
+  // waits to be finalized.
+  float kept_skip[kAsyncBc ? 2 : 1][kKeepGate ? kUnits : 1][4];
+  float kept_gate[kAsyncBc ? 2 : 1][kKeepGate ? kUnits : 1][4];
   Quad raw_u[kUnits];
   Quad raw_delta[kUnits];
   Quad raw_z[kUnits];
@@ -556,8 +560,13 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     }
   };
 
-  auto stage = [&](long long t0, auto full_tag) {
+  // `buf_tag`: which of the double buffers (0 or 1) the tile uses; always 0 but in the
+  // copied-B-and-C kernel.
+  auto stage = [&](long long t0, auto full_tag, auto buf_tag) {
     constexpr bool kFull = decltype(full_tag)::value;
+    constexpr int kBuf = decltype(buf_tag)::value;
+    float* const dt_base = s_dt + kBuf * 2 * R * TP;
+    float* const dtu_base = s_dtu + kBuf * 2 * R * TP;
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) {
       if (!u_on[j]) continue;
@@ -576,14 +585,14 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
         skip[i] = u_dskip[j] * uf;
         gate[i] = has_z && valid ? SiluGate(E::Get(raw_z[j], i)) : 1.f;
       }
-      *reinterpret_cast<float4*>(s_dt + u_smem[j]) = make_float4(dtq[0], dtq[1], dtq[2], dtq[3]);
-      *reinterpret_cast<float4*>(s_dtu + u_smem[j]) =
+      *reinterpret_cast<float4*>(dt_base + u_smem[j]) = make_float4(dtq[0], dtq[1], dtq[2], dtq[3]);
+      *reinterpret_cast<float4*>(dtu_base + u_smem[j]) =
           make_float4(dtuq[0], dtuq[1], dtuq[2], dtuq[3]);
       if constexpr (kKeepGate) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          kept_skip[j][i] = skip[i];
-          kept_gate[j][i] = gate[i];
+          kept_skip[kBuf][j][i] = skip[i];
+          kept_gate[kBuf][j][i] = gate[i];
         }
       } else {
         if (has_d_skip) {
@@ -661,11 +670,12 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     }
   };
 
-  auto compute = [&](long long t0, auto full_tag) {
+  auto compute = [&](long long t0, auto full_tag, auto buf_tag) {
+    constexpr int kBuf = decltype(buf_tag)::value;
     if (!row_ok) return;
-    const float* const dt_row = s_dt + r * TP;
-    const float* const dtu_row = s_dtu + r * TP;
-    float* const y_row = s_y + (p * R + r) * TP;
+    const float* const dt_row = s_dt + kBuf * 2 * R * TP + r * TP;
+    const float* const dtu_row = s_dtu + kBuf * 2 * R * TP + r * TP;
+    float* const y_row = s_y + kBuf * P * R * TP + (p * R + r) * TP;
     // Software-pipelined by one four-step group. The compiler cannot tell the partial-sum rows from
     // the inputs in shared memory, so it never moves a load above an earlier store: written in
     // plain order, each group's loads would wait for the previous group's store and the whole
@@ -678,8 +688,7 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     // at two states per thread, and at four with float32 inputs). 16-bit inputs at four states ran
     // 1% slower that way, and at eight states four groups spill more registers: both keep two.
     if constexpr (kAsyncBc) {
-      const unsigned short* const bc_rows =
-          s_bc16 + ((t0 / tuning::kMaxTile) & 1) * kBcBuffer + p * S * kBcRow;
+      const unsigned short* const bc_rows = s_bc16 + kBuf * kBcBuffer + p * S * kBcRow;
       // Copied B and C: each of the thread's rows is loaded 8 steps at a time (one 16-byte load
       // per row and two groups instead of two 8-byte ones), a pair of groups ahead, and converted
       // where it is used. The tile is always whole here (steps past the end of the row were
@@ -765,26 +774,28 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     }
   };
 
-  auto finalize = [&](long long t0, auto full_tag) {
+  auto finalize = [&](long long t0, auto full_tag, auto buf_tag) {
     constexpr bool kFull = decltype(full_tag)::value;
+    constexpr int kBuf = decltype(buf_tag)::value;
+    const float* const y_base = s_y + kBuf * P * R * TP;
 #pragma unroll
     for (int j = 0; j < kUnits; ++j) {
       if (!u_on[j]) continue;
       const int count = kFull ? 4 : static_cast<int>(max(0LL, min(4LL, L - t0 - u_step[j])));
       if (count == 0) continue;
-      float4 acc = *reinterpret_cast<const float4*>(s_y + u_smem[j]);
+      float4 acc = *reinterpret_cast<const float4*>(y_base + u_smem[j]);
       for (int q = 1; q < P; ++q) {
-        const float4 x = *reinterpret_cast<const float4*>(s_y + q * R * TP + u_smem[j]);
+        const float4 x = *reinterpret_cast<const float4*>(y_base + q * R * TP + u_smem[j]);
         acc.x += x.x;
         acc.y += x.y;
         acc.z += x.z;
         acc.w += x.w;
       }
       if constexpr (kKeepGate) {
-        acc.x = (acc.x + kept_skip[j][0]) * kept_gate[j][0];
-        acc.y = (acc.y + kept_skip[j][1]) * kept_gate[j][1];
-        acc.z = (acc.z + kept_skip[j][2]) * kept_gate[j][2];
-        acc.w = (acc.w + kept_skip[j][3]) * kept_gate[j][3];
+        acc.x = (acc.x + kept_skip[kBuf][j][0]) * kept_gate[kBuf][j][0];
+        acc.y = (acc.y + kept_skip[kBuf][j][1]) * kept_gate[kBuf][j][1];
+        acc.z = (acc.z + kept_skip[kBuf][j][2]) * kept_gate[kBuf][j][2];
+        acc.w = (acc.w + kept_skip[kBuf][j][3]) * kept_gate[kBuf][j][3];
       } else {
         if (has_d_skip) {
           const float4 x = *reinterpret_cast<const float4*>(s_skip + u_smem[j]);
@@ -818,36 +829,100 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   constexpr std::integral_constant<int, 0> kNoNext{};
   constexpr std::integral_constant<int, 1> kPartNext{};
   constexpr std::integral_constant<int, 2> kFullNext{};
-  auto tile = [&](long long t0, auto cur_tag, auto next_tag) {
-    constexpr int kNext = decltype(next_tag)::value;
-    if constexpr (kNext == 2) prefetch(t0 + T, Full{});
-    if constexpr (kNext == 1) prefetch(t0 + T, Part{});
-    compute(t0, cur_tag);
-    __syncthreads();
-    finalize(t0, cur_tag);
-    if constexpr (kNext == 2) stage(t0 + T, Full{});
-    if constexpr (kNext == 1) stage(t0 + T, Part{});
-    __syncthreads();
-  };
+  using Buf0 = std::integral_constant<int, 0>;
+  using Buf1 = std::integral_constant<int, 1>;
   const long long full_tiles = L / T;
   const bool has_part = full_tiles * T < L;
   if (full_tiles > 0) {
     prefetch(0, Full{});
-    stage(0, Full{});
+    stage(0, Full{}, Buf0{});
   } else {
     prefetch(0, Part{});
-    stage(0, Part{});
+    stage(0, Part{}, Buf0{});
   }
   __syncthreads();
-  for (long long k = 0; k + 1 < full_tiles; ++k) tile(k * T, Full{}, kFullNext);
-  if (full_tiles > 0) {
-    if (has_part) {
-      tile((full_tiles - 1) * T, Full{}, kPartNext);
-    } else {
-      tile((full_tiles - 1) * T, Full{}, kNoNext);
+  if constexpr (kAsyncBc) {
+    // One barrier per tile. Tile k computes from buffer k % 2 while the same threads finalize tile
+    // k - 1 from the other buffer's partial outputs and stage tile k + 1 into the other buffer's
+    // dt rows, which tile k - 1 finished reading before the last barrier; the barrier then shows
+    // tile k's partial outputs and tile k + 1's inputs to the block. Finalizing and staging thus
+    // run beside the recurrence of the same warp and of its block mates, and a warp waits for the
+    // others once per tile instead of twice. Only the last tile can be partial: tiles before it
+    // finalize whole.
+    auto step = [&](long long k, auto buf_tag, auto finalize_tag, auto next_tag) {
+      constexpr int kBuf = decltype(buf_tag)::value;
+      using Other = std::integral_constant<int, 1 - kBuf>;
+      constexpr int kNext = decltype(next_tag)::value;
+      const long long t0 = k * T;
+      if constexpr (kNext == 2) prefetch(t0 + T, Full{});
+      if constexpr (kNext == 1) prefetch(t0 + T, Part{});
+      compute(t0, Full{}, buf_tag);
+      if constexpr (decltype(finalize_tag)::value) finalize(t0 - T, Full{}, Other{});
+      if constexpr (kNext == 2) stage(t0 + T, Full{}, Other{});
+      if constexpr (kNext == 1) stage(t0 + T, Part{}, Other{});
+      __syncthreads();
+    };
+    const long long tiles = full_tiles + (has_part ? 1 : 0);
+    // Any tile: the kind of the next one and the buffer decided at run time.
+    auto any_step = [&](long long k, auto finalize_tag) {
+      auto with_buf = [&](auto buf_tag) {
+        if (k + 1 < full_tiles) {
+          step(k, buf_tag, finalize_tag, kFullNext);
+        } else if (k + 1 < tiles) {
+          step(k, buf_tag, finalize_tag, kPartNext);
+        } else {
+          step(k, buf_tag, finalize_tag, kNoNext);
+        }
+      };
+      if (k & 1) {
+        with_buf(Buf1{});
+      } else {
+        with_buf(Buf0{});
+      }
+    };
+    any_step(0, std::false_type{});
+    long long k = 1;
+    // The main loop, two tiles per pass so that the buffers are compile-time constants.
+    for (; k + 2 < full_tiles; k += 2) {
+      step(k, Buf1{}, std::true_type{}, kFullNext);
+      step(k + 1, Buf0{}, std::true_type{}, kFullNext);
     }
+    for (; k < tiles; ++k) any_step(k, std::true_type{});
+    const long long last = tiles - 1;
+    auto finalize_last = [&](auto buf_tag) {
+      if (has_part) {
+        finalize(last * T, Part{}, buf_tag);
+      } else {
+        finalize(last * T, Full{}, buf_tag);
+      }
+    };
+    if (last & 1) {
+      finalize_last(Buf1{});
+    } else {
+      finalize_last(Buf0{});
+    }
+  } else {
+    auto tile = [&](long long t0, auto cur_tag, auto next_tag) {
+      constexpr int kNext = decltype(next_tag)::value;
+      if constexpr (kNext == 2) prefetch(t0 + T, Full{});
+      if constexpr (kNext == 1) prefetch(t0 + T, Part{});
+      compute(t0, cur_tag, Buf0{});
+      __syncthreads();
+      finalize(t0, cur_tag, Buf0{});
+      if constexpr (kNext == 2) stage(t0 + T, Full{}, Buf0{});
+      if constexpr (kNext == 1) stage(t0 + T, Part{}, Buf0{});
+      __syncthreads();
+    };
+    for (long long k = 0; k + 1 < full_tiles; ++k) tile(k * T, Full{}, kFullNext);
+    if (full_tiles > 0) {
+      if (has_part) {
+        tile((full_tiles - 1) * T, Full{}, kPartNext);
+      } else {
+        tile((full_tiles - 1) * T, Full{}, kNoNext);
+      }
+    }
+    if (has_part) tile(full_tiles * T, Part{}, kNoNext);
   }
-  if (has_part) tile(full_tiles * T, Part{}, kNoNext);
 
   if (prm.last_state && row_ok) {
 #pragma unroll
@@ -858,11 +933,12 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   }
 }
 
-size_t SharedBytes(int S, int P, int R, int T, bool var_b, bool var_c) {
+// `async_bc`: the kernel that copies B and C (two buffers of partial outputs).
+size_t SharedBytes(int S, int P, int R, int T, bool var_b, bool var_c, bool async_bc) {
   const size_t TP = static_cast<size_t>(T) + 4;
   const size_t NP = static_cast<size_t>(P) * S + 4;
   // Four rows past the B and C tile: the compute loop's loads run one four-step group ahead.
-  const size_t floats = (4 + static_cast<size_t>(P)) * R * TP +
+  const size_t floats = (4 + static_cast<size_t>(P) * (async_bc ? 2 : 1)) * R * TP +
                         (static_cast<size_t>(var_b) + var_c) * static_cast<size_t>(T) * NP + 4 * NP;
   return floats * sizeof(float);
 }
@@ -994,7 +1070,8 @@ int BalanceRows(const SelectiveScanOptions& options, int S, int P, int T, int ro
     const int warps = (r * P + 31) / 32;
     const int by_regs = regs_per_sm / (warps * 32 * tuning::kMaxRegisters);
     // Plus the 1 KiB the driver reserves per block.
-    const size_t smem = SharedBytes(S, P, r, T, options.variable_b, options.variable_c) + 1024;
+    const size_t smem =
+        SharedBytes(S, P, r, T, options.variable_b, options.variable_c, !prefetched_bc) + 1024;
     const int by_smem = static_cast<int>(static_cast<size_t>(smem_per_sm) / smem);
     return std::min(by_regs, by_smem);
   };
@@ -1176,8 +1253,9 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
     prm.has_h0 = options.has_h0;
     prm.last_state = options.return_last_state;
     prm.fast = grp.fast;
+    const bool async_bc = grp.fast && DTypeSize(options.dtype) == 2 && grp.states == 2;
     const size_t smem = SharedBytes(grp.states, prm.state_threads, grp.rows, prm.tile,
-                                    options.variable_b, options.variable_c);
+                                    options.variable_b, options.variable_c, async_bc);
     const auto nblocks = static_cast<unsigned int>(grp.blocks);
     const bool vb = options.variable_b;
     const bool vc = options.variable_c;

@@ -5,13 +5,15 @@
 // sequence in tiles of `tile` steps. Each channel's N states are split over P = ceil(N / S)
 // threads holding S states each in registers for the entire sequence: the recurrence is a plain
 // sequential loop, one exp2 per (step, state), no scan tree and no second pass. Per tile:
-//   prefetch  raw u, delta, z of the next tile into registers (global loads in flight during
-//   compute) compute   each state-thread advances its S states over the tile; per step it writes
-//   its partial
-//             sum over its states of C * h to shared memory
-//   finalize  partial sums are added in state order, D * u and the z gate applied, y stored
-//   stage     the prefetched tile becomes dt = softplus(delta + bias) and dt * u in shared memory,
-//             computed once per (channel, step) rather than once per state-thread
+// - prefetch: raw u, delta, z of the next tile into registers, and B and C (16-bit inputs at two
+//   states: cp.async into shared memory), the global loads in flight during compute;
+// - compute: each state-thread advances its S states over the tile and per step writes its partial
+//   sum over its states of C * h to shared memory;
+// - finalize: the partial sums are added in state order, D * u and the z gate applied, y stored;
+// - stage: the prefetched tile becomes dt = softplus(delta + bias) and dt * u in shared memory,
+//   computed once per (channel, step) rather than once per state-thread.
+// Two barriers per tile separate them, except in the kernel that copies B and C: it double-buffers
+// and finalizes the tile before and stages the tile after beside each tile's compute, with one.
 // Steps past the end of a row are staged with dt = 0, which leaves every state unchanged exactly
 // (exp2(0) = 1 and dt * u * B = 0), so tiles need no tail branches in the recurrence.
 #include <cuda_bf16.h>
@@ -332,13 +334,12 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
   // Two states per thread with 16-bit inputs on the fast path: B and C stay in their 16-bit form
   // and in their global layout, one row of steps per state, copied by cp.async straight from
   // global to shared memory one tile ahead into the second of two buffers. No thread holds them in
-  // registers, repacks them or computes an address per element: a thread issues a few 8-byte
+  // registers, repacks them or computes an address per element: a thread issues a few 16- or 8-byte
   // copies per tile, against 8 loads with 64-bit addresses and 4 stores of words packed per
-  // (step, state pair) before. In the recurrence a thread loads four steps of one of its rows with
-  // one 8-byte load, as many loads as the packed words took, and the conversions to float are
-  // exact, so the results keep their bits. At four states per thread packing B and C (one 128-bit
-  // load per step) was 7% slower on an H100, and that configuration keeps floats. The fast path
-  // is BDL only, so B and C rows run along time.
+  // (step, state pair) before. In the recurrence a thread loads 8 steps of each of its rows with
+  // one 16-byte load, and the conversions to float are exact, so the results keep their bits. At
+  // four states per thread packing B and C (one 128-bit load per step) was 7% slower on an H100,
+  // and that configuration keeps floats. The fast path is BDL only, so B and C rows run along time.
   constexpr int kPs = kFast ? kFastP * S : 1;  // state rows per tensor, N rounded up
   // 16-bit words per row: a multiple of 8 (16-byte copies), and 8 past the tile that the compute
   // loop's last lookahead reads.

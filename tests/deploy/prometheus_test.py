@@ -36,18 +36,39 @@ SHAPE = "1,16,257"
 
 class Prometheus:
     def __init__(self, work, config_text):
-        self.port = free_port()
         config = os.path.join(work, "prometheus.yml")
         with open(config, "w") as f:
             f.write(config_text)
         shutil.copy(os.path.join(DEPLOY, "prometheus", "alerts.yml"), work)
         self.log_path = os.path.join(work, "prometheus.log")
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            ["prometheus", f"--config.file={config}",
-             f"--storage.tsdb.path={os.path.join(work, 'data')}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self._log, stderr=subprocess.STDOUT)
+        # free_port's pick can be taken by a test running beside this one before Prometheus binds
+        # it; Prometheus then exits, and the port answers for someone else. Such a start is
+        # retried on another port.
+        for _ in range(3):
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                ["prometheus", f"--config.file={config}",
+                 f"--storage.tsdb.path={os.path.join(work, 'data')}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=self._log, stderr=subprocess.STDOUT)
+            if self._ready(timeout=60):
+                return
+        fail(f"Prometheus exited on three ports\n{self.log()}")
+
+    def _ready(self, timeout):
+        """True once this process answers /-/ready; False if it exited first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                if "Ready" in http_get(f"http://127.0.0.1:{self.port}/-/ready", timeout=2):
+                    return True
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        fail(f"Prometheus did not become ready in {timeout}s\n{self.log()}")
 
     def log(self):
         with open(self.log_path, "rb") as f:

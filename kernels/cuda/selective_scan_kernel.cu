@@ -671,6 +671,23 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     }
   };
 
+  // The recurrence over one four-step group: the states advance, and yq[i] gets step i's partial
+  // sum over this thread's states of C * h. b(i, s) and c(i, s) give step i's B and C of state s.
+  auto advance_group = [&](const float(&dt)[4], const float(&dtu)[4], auto b, auto c,
+                           float(&yq)[4]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float acc = 0.f;
+#pragma unroll
+      for (int s = 0; s < S; ++s) {
+        const float a = Ex2(dt[i] * a2[s]);
+        h[s] = fmaf(a, h[s], dtu[i] * b(i, s));
+        acc = fmaf(c(i, s), h[s], acc);
+      }
+      yq[i] = acc;
+    }
+  };
+
   auto compute = [&](long long t0, auto full_tag, auto buf_tag) {
     constexpr int kBuf = decltype(buf_tag)::value;
     if (!row_ok) return;
@@ -716,17 +733,9 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
         const float dt[4] = {dt4.x, dt4.y, dt4.z, dt4.w};
         const float dtu[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
         float yq[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float acc = 0.f;
-#pragma unroll
-          for (int s = 0; s < S; ++s) {
-            const float a = Ex2(dt[i] * a2[s]);
-            h[s] = fmaf(a, h[s], dtu[i] * E::ToFloat(half(w.b[s], first + i)));
-            acc = fmaf(E::ToFloat(half(w.c[s], first + i)), h[s], acc);
-          }
-          yq[i] = acc;
-        }
+        advance_group(
+            dt, dtu, [&](int i, int s) { return E::ToFloat(half(w.b[s], first + i)); },
+            [&](int i, int s) { return E::ToFloat(half(w.c[s], first + i)); }, yq);
         *reinterpret_cast<float4*>(y_out) = make_float4(yq[0], yq[1], yq[2], yq[3]);
       };
       Rows8 cur_rows;
@@ -758,17 +767,9 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
         Group next;
         load_group(dt_row, dtu_row, t + 4, next);
         float yq[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float acc = 0.f;
-#pragma unroll
-          for (int s = 0; s < S; ++s) {
-            const float a = Ex2(cur.dt[i] * a2[s]);
-            h[s] = fmaf(a, h[s], cur.dtu[i] * cur.b[i][s]);
-            acc = fmaf(cur.c[i][s], h[s], acc);
-          }
-          yq[i] = acc;
-        }
+        advance_group(
+            cur.dt, cur.dtu, [&](int i, int s) { return cur.b[i][s]; },
+            [&](int i, int s) { return cur.c[i][s]; }, yq);
         *reinterpret_cast<float4*>(y_row + t) = make_float4(yq[0], yq[1], yq[2], yq[3]);
         cur = next;
       }

@@ -1037,13 +1037,11 @@ bool RunsFastKernel(const SelectiveScanOptions& options, const SelectiveScanRows
          static_cast<long long>(N) * p.shape.length < INT_MAX - tuning::kMaxTile;
 }
 
-// Whether a launch's kFast kernel copies B and C with cp.async (16-bit inputs at two states per
-// thread): nothing waits for a B and C prefetch there, whatever the rows per block.
-bool CopiesBcAsync(const SelectiveScanOptions& options, int S,
-                   std::span<const SelectiveScanRows> group) {
-  // A launch's requests all run the kFast kernel or none does (the launch groups them so).
-  return DTypeSize(options.dtype) == 2 && S == 2 && !group.empty() &&
-         RunsFastKernel(options, group.front(), S);
+// Whether a launch of the kFast kernel (`fast`) or of the general one copies B and C with
+// cp.async: the kFast kernel at two states per thread with 16-bit inputs (its kAsyncBc). Nothing
+// waits for a B and C prefetch there, whatever the rows per block.
+bool CopiesBcAsync(const SelectiveScanOptions& options, int S, bool fast) {
+  return fast && DTypeSize(options.dtype) == 2 && S == 2;
 }
 
 // Whether blocks of `rows` channels prefetch their whole B and C tile into registers (else the rest
@@ -1111,7 +1109,9 @@ int SelectiveScanRowsPerBlock(const SelectiveScanOptions& options, int states_pe
   const int N = options.state_dim;
   const int P = StateThreads(N, states_per_thread);
   const int T = tuning::TileLength(P);
-  if (CopiesBcAsync(options, states_per_thread, group)) {
+  // A launch's requests all run the kFast kernel or none does (the launch groups them so).
+  if (CopiesBcAsync(options, states_per_thread,
+                    !group.empty() && RunsFastKernel(options, group.front(), states_per_thread))) {
     // Fewer warps on the busiest multiprocessor pay there: an H100 ran (1, 5120, 16, 2048) bf16 in
     // 0.101 ms at 8 rows (64 threads), 0.106 at 16, and (1, 768) to (1, 6336) and (2, 2048)
     // 2.5-6% faster at 8 rows than at 16.
@@ -1169,7 +1169,6 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
   static_assert(
       tuning::TileLength(4) == tuning::kMaxTile && tuning::TileLength(8) == tuning::kMaxTile,
       "the kFast kernel's tiles are kMaxTile steps long");
-  auto fast = [&](const SelectiveScanRows& p, int S) { return RunsFastKernel(options, p, S); };
 
   // One launch per (states per thread, fast) group; descriptors of all groups go up in one copy.
   constexpr std::pair<int, bool> kGroupKeys[] = {{2, false}, {2, true},  {4, false},
@@ -1192,7 +1191,7 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
       if (BlocksOf(p.shape, options.groups, 1) == 0) continue;
       const int s = force != nullptr ? force->states_per_thread
                                      : SelectiveScanStatesPerThread(options, p.shape);
-      if (s == S && fast(p, S) == is_fast) members.push_back(p);
+      if (s == S && RunsFastKernel(options, p, S) == is_fast) members.push_back(p);
     }
     if (members.empty()) continue;
     Group& grp = groups[ngroups++];
@@ -1255,9 +1254,9 @@ SelectiveScanLaunchResult LaunchSelectiveScan(const SelectiveScanOptions& option
     prm.has_h0 = options.has_h0;
     prm.last_state = options.return_last_state;
     prm.fast = grp.fast;
-    const bool async_bc = grp.fast && DTypeSize(options.dtype) == 2 && grp.states == 2;
-    const size_t smem = SharedBytes(grp.states, prm.state_threads, grp.rows, prm.tile,
-                                    options.variable_b, options.variable_c, async_bc);
+    const size_t smem =
+        SharedBytes(grp.states, prm.state_threads, grp.rows, prm.tile, options.variable_b,
+                    options.variable_c, CopiesBcAsync(options, grp.states, grp.fast));
     const auto nblocks = static_cast<unsigned int>(grp.blocks);
     const bool vb = options.variable_b;
     const bool vc = options.variable_c;

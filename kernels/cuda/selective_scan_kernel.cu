@@ -612,25 +612,23 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
       asm volatile("cp.async.wait_all;\n" ::: "memory");
     } else if constexpr (kVarB || kVarC) {
       const long long tv = L - t0;
-      {
 #pragma unroll
-        for (int k = 0; k < kBc; ++k) {
-          if (bc_pk[k] < 0) continue;
-          const int t = bc_pk[k] >> 10;
-          const int at = t * NP + (bc_pk[k] & 1023);
-          if constexpr (kVarB) s_B[at] = kFull || t < tv ? E::OneToFloat(raw_b[k]) : 0.f;
-          if constexpr (kVarC) s_C[at] = kFull || t < tv ? E::OneToFloat(raw_c[k]) : 0.f;
-        }
-        // Whatever the prefetch does not cover (large N, few rows per block): loads that wait.
-        if (kBc * nthreads < T * N) {
-          const long long base = bc_tile_at(t0);
-          for (int e = tid + kBc * nthreads; e < T * N; e += nthreads) {
-            const int t = bld ? e / N : e % T;
-            const int n = bld ? e % N : e / T;
-            const long long at = base + bc_offset(t, n);
-            if constexpr (kVarB) s_B[t * NP + n] = kFull || t < tv ? E::ToFloat(gB[at]) : 0.f;
-            if constexpr (kVarC) s_C[t * NP + n] = kFull || t < tv ? E::ToFloat(gC[at]) : 0.f;
-          }
+      for (int k = 0; k < kBc; ++k) {
+        if (bc_pk[k] < 0) continue;
+        const int t = bc_pk[k] >> 10;
+        const int at = t * NP + (bc_pk[k] & 1023);
+        if constexpr (kVarB) s_B[at] = kFull || t < tv ? E::OneToFloat(raw_b[k]) : 0.f;
+        if constexpr (kVarC) s_C[at] = kFull || t < tv ? E::OneToFloat(raw_c[k]) : 0.f;
+      }
+      // Whatever the prefetch does not cover (large N, few rows per block): loads that wait.
+      if (kBc * nthreads < T * N) {
+        const long long base = bc_tile_at(t0);
+        for (int e = tid + kBc * nthreads; e < T * N; e += nthreads) {
+          const int t = bld ? e / N : e % T;
+          const int n = bld ? e % N : e / T;
+          const long long at = base + bc_offset(t, n);
+          if constexpr (kVarB) s_B[t * NP + n] = kFull || t < tv ? E::ToFloat(gB[at]) : 0.f;
+          if constexpr (kVarC) s_C[t * NP + n] = kFull || t < tv ? E::ToFloat(gC[at]) : 0.f;
         }
       }
     }
@@ -694,17 +692,6 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
     const float* const dt_row = s_dt + kBuf * 2 * R * TP + r * TP;
     const float* const dtu_row = s_dtu + kBuf * 2 * R * TP + r * TP;
     float* const y_row = s_y + kBuf * P * R * TP + (p * R + r) * TP;
-    // Software-pipelined by one four-step group. The compiler cannot tell the partial-sum rows from
-    // the inputs in shared memory, so it never moves a load above an earlier store: written in
-    // plain order, each group's loads would wait for the previous group's store and the whole
-    // group would run at the latency of its loads and exp2s. The next group's loads therefore
-    // come before this group's store (2-4% faster on an H100 at four states per thread; at two,
-    // with B and C packed, no different from plain order on an H200). Past the last group they
-    // read the padding at the end of each row and of the B and C tile, whose values are never used.
-    //
-    // Four groups per iteration give the scheduler more independent exp2s (1-3% faster on an H200
-    // at two states per thread, and at four with float32 inputs). 16-bit inputs at four states ran
-    // 1% slower that way, and at eight states four groups spill more registers: both keep two.
     if constexpr (kAsyncBc) {
       const unsigned short* const bc_rows = s_bc16 + kBuf * kBcBuffer + p * S * kBcRow;
       // Copied B and C: each of the thread's rows is loaded 8 steps at a time (one 16-byte load
@@ -756,6 +743,18 @@ __global__ void __maxnreg__(tuning::kMaxRegisters) SelectiveScanKernel(const Par
         cur_rows = next_rows;
       }
     } else {
+      // Software-pipelined by one four-step group. The compiler cannot tell the partial-sum rows
+      // from the inputs in shared memory, so it never moves a load above an earlier store: written
+      // in plain order, each group's loads would wait for the previous group's store and the whole
+      // group would run at the latency of its loads and exp2s. The next group's loads therefore
+      // come before this group's store (2-4% faster on an H100 at four states per thread). Past
+      // the last group they read the padding at the end of each row and of the B and C tile, whose
+      // values are never used.
+      //
+      // Four groups per iteration give the scheduler more independent exp2s (1-3% faster on an
+      // H200 at two states per thread, and at four with float32 inputs). 16-bit inputs at four
+      // states ran 1% slower that way, and at eight states four groups spill more registers: both
+      // keep two.
       constexpr bool kFull = decltype(full_tag)::value;
       constexpr int kGroupsPerIteration = S == 2 || (S == 4 && std::is_same_v<E, F32>) ? 4 : 2;
       const int steps =
